@@ -1,0 +1,200 @@
+"""The `editkit` command line: parse arguments, call the library, render with rich. No logic lives here."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from editkit.errors import EditkitError
+
+app = typer.Typer(
+    help="editkit: find where a language model stores a fact, and change it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+world_app = typer.Typer(help="The toy knowledge world: check what the toy model knows.", no_args_is_help=True)
+app.add_typer(world_app, name="world")
+
+console = Console()
+_state = {"debug": False}
+
+ModelArg = Annotated[str, typer.Argument(help="Model directory, hub id, or 'toy' (the shipped toy model).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, mps, or auto.")]
+
+
+def cli_errors(fn):
+    """Turn an EditkitError into one line on stderr and exit status 2 (a traceback with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EditkitError as e:
+            if _state["debug"]:
+                raise
+            Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False) -> None:
+    """editkit: locate facts in language models (causal tracing, SAEs) and edit them (ROME, MEMIT, AlphaEdit)."""
+    _state["debug"] = debug
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+@app.command()
+@cli_errors
+def info(model: ModelArg, json_out: JsonOpt = False, device: DeviceOpt = "cpu") -> None:
+    """Architecture family, size, and the module names the adapter found.
+
+    Example: [bold]editkit info toy[/]
+    """
+    from editkit.models import BLOCK_KINDS, load_model
+
+    m, tok, a = load_model(model, device=device)
+    data = {
+        "model": model,
+        "class": type(m).__name__,
+        "family": a.family,
+        "layers": a.n_layers,
+        "hidden_size": a.hidden_size,
+        "vocab_size": len(tok),
+        "parameters": sum(p.numel() for p in m.parameters()),
+        "dtype": str(next(m.parameters()).dtype).removeprefix("torch."),
+        "modules": {
+            "embed": a.embed,
+            **{k: a.name(k, 0).replace(".0", ".{}", 1) for k in BLOCK_KINDS},
+            "final_norm": a.final_norm,
+            "unembed": a.unembed,
+        },
+    }
+    if json_out:
+        return _print_json(data)
+    table = Table(title=f"{model}: {data['class']}", show_header=False)
+    for key, value in data.items():
+        if key != "modules":
+            table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    for key, value in data["modules"].items():
+        table.add_row(f"module: {key}", value)
+    console.print(table)
+
+
+@app.command()
+@cli_errors
+def predict(
+    model: ModelArg,
+    prompt: Annotated[str, typer.Argument(help="The prompt; with --subject, a template containing {}.")],
+    subject: Annotated[str | None, typer.Option(help="Fill the prompt's {} with this subject.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many predictions to show.")] = 5,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Next-token predictions with probabilities.
+
+    Examples: [bold]editkit predict toy "The mother tongue of Pagu Kabrith is"[/]
+              [bold]editkit predict toy "{} plays the" --subject "Pagu Kabrith" --json[/]
+    """
+    from editkit.models import load_model
+    from editkit.models import top_k as topk
+    from editkit.requests import fill_prompt
+
+    text = fill_prompt(prompt, subject) if subject is not None else prompt
+    m, tok, _ = load_model(model, device=device)
+    preds = topk(m, tok, text, top_k)
+    if json_out:
+        return _print_json({"prompt": text, "predictions": [p.__dict__ for p in preds]})
+    table = Table(title=text)
+    table.add_column("#", justify="right")
+    table.add_column("token")
+    table.add_column("id", justify="right")
+    table.add_column("prob", justify="right")
+    for i, p in enumerate(preds, 1):
+        table.add_row(str(i), repr(p.token), str(p.token_id), f"{p.prob:.4f}")
+    console.print(table)
+
+
+@world_app.command("check")
+@cli_errors
+def world_check(
+    model: Annotated[str, typer.Option(help="Model to check.")] = "toy",
+    world: Annotated[Path | None, typer.Option(help="world.json (default: the toy world's).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Check only the first N facts.")] = None,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Recall of a model on the world's training templates and on the paraphrases of the unseen half.
+
+    Example: [bold]editkit world check --json[/]
+    """
+    from editkit.models import load_model, toy_dir
+    from editkit.world import World, measure_recall
+
+    w = World.load(world or toy_dir() / "world.json")
+    m, tok, _ = load_model(model, device=device)
+    facts = w.facts[:limit] if limit else w.facts
+    with console.status(f"scoring {len(facts)} facts", spinner="dots") if not json_out else contextlib.nullcontext():
+        rec = measure_recall(m, tok, w, facts=facts)
+    if json_out:
+        return _print_json(rec)
+    table = Table(title=f"recall of {model} on {len(facts)} facts")
+    table.add_column("templates")
+    table.add_column("top-1 recall", justify="right")
+    table.add_row("training templates (all facts)", f"{rec['train_recall']:.1%}")
+    table.add_row("paraphrases (unseen half)", f"{rec['heldout_recall']:.1%}")
+    console.print(table)
+
+
+@app.command()
+@cli_errors
+def demo(seed: Annotated[int, typer.Option(help="Which facts to show.")] = 0) -> None:
+    """The showcase on the shipped toy model: what it believes, and how well it recalls facts.
+
+    Example: [bold]editkit demo[/]
+    """
+    from editkit.demo import run_demo
+
+    with console.status("loading the toy model and reading its beliefs", spinner="dots"):
+        result = run_demo(seed=seed)
+    a = result["adapter"]
+    console.print(f"[bold]editkit demo[/] on the toy model ({a.family}, {a.n_layers} layers, width {a.hidden_size})\n")
+    table = Table(title="What the toy model believes (subjects never shown with the paraphrases)")
+    for col in ("relation", "prompt", "top-3 predictions", "true", "paraphrase → top-1"):
+        table.add_column(col)
+    for b in result["beliefs"]:
+        tops = ", ".join(f"{p.token.strip()} {p.prob:.2f}" for p in b.top)
+        table.add_row(
+            b.relation,
+            b.prompt,
+            f"{_mark(b.correct)} {tops}",
+            b.fact.object,
+            f"{b.paraphrase} → {_mark(b.paraphrase_correct)} {b.paraphrase_top[0].token.strip()}",
+        )
+    console.print(table)
+    rec = result["recall"]
+    console.print(
+        f"\nTop-1 recall on {result['n_recall_facts']} sampled facts: training templates "
+        f"[bold]{rec['train_recall']:.1%}[/], unseen paraphrases [bold]{rec['heldout_recall']:.1%}[/]"
+    )
+    first = result["beliefs"][0]
+    template = first.prompt.replace(first.fact.subject, "{}")
+    console.print(f'Try: [bold]editkit predict toy "{template}" --subject "{first.fact.subject}"[/]', highlight=False)
+
+
+def _mark(ok: bool) -> str:
+    return "[green]✓[/]" if ok else "[red]✗[/]"

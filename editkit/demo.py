@@ -1,0 +1,76 @@
+"""The showcase on the toy model, as plain library calls the CLI renders: what the model believes."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from editkit.models import Prediction, load_model, top_k, toy_dir
+from editkit.tokens import target_ids
+from editkit.world import Fact, World, fact_prompts, measure_recall
+
+
+@dataclass(frozen=True)
+class Belief:
+    """The model's top predictions for one fact, in a training template and in an unseen paraphrase."""
+
+    fact: Fact
+    relation: str
+    prompt: str
+    top: list[Prediction]
+    paraphrase: str
+    paraphrase_top: list[Prediction]
+    object_token: int
+
+    @property
+    def correct(self) -> bool:
+        return self.top[0].token_id == self.object_token
+
+    @property
+    def paraphrase_correct(self) -> bool:
+        return self.paraphrase_top[0].token_id == self.object_token
+
+
+def load_toy_world() -> World:
+    return World.load(toy_dir() / "world.json")
+
+
+def beliefs(model, tokenizer, world: World, facts: list[Fact], k: int = 3) -> list[Belief]:
+    """Top-`k` next tokens for each fact's first training template and first held-out paraphrase."""
+    out = []
+    for f in facts:
+        prompt, para = fact_prompts(world, f)[0], fact_prompts(world, f, heldout=True)[0]
+        out.append(
+            Belief(
+                f,
+                world.relations[f.relation_id]["name"],
+                prompt,
+                top_k(model, tokenizer, prompt, k),
+                para,
+                top_k(model, tokenizer, para, k),
+                target_ids(tokenizer, prompt, f.object)[0],
+            )
+        )
+    return out
+
+
+def demo_facts(world: World, seed: int = 0) -> list[Fact]:
+    """One fact per relation, from subjects never shown with the paraphrase templates."""
+    rng = random.Random(seed)
+    return [
+        rng.choice([f for f in world.facts if f.relation_id == rid and not f.paraphrase_seen])
+        for rid in world.relations
+    ]
+
+
+def run_demo(seed: int = 0, n_recall_facts: int = 200) -> dict:
+    """Load the toy model, read a few of its beliefs, and measure recall on a sample of facts."""
+    model, tokenizer, adapter = load_model("toy", device="cpu")
+    world = load_toy_world()
+    sample = random.Random(seed).sample(world.facts, min(n_recall_facts, len(world.facts)))
+    return {
+        "adapter": adapter,
+        "beliefs": beliefs(model, tokenizer, world, demo_facts(world, seed)),
+        "recall": measure_recall(model, tokenizer, world, facts=sample),
+        "n_recall_facts": len(sample),
+    }

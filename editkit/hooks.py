@@ -1,0 +1,121 @@
+"""One context manager for reading and patching module inputs and outputs (in the spirit of baukit's
+`nethook.TraceDict`). Every editkit method that looks inside a model goes through `Trace`.
+
+    with Trace(model, ["transformer.h.3.mlp"], edit_output=lambda out, name: out * 0) as tr:
+        model(**batch)
+    tr["transformer.h.3.mlp"].output          # what the module returned (before the edit)
+
+Modules that return tuples (transformer blocks) are reduced to their first element, the hidden state:
+recorded values and the tensors passed to `edit_*` are that tensor, and the tuple is rebuilt around
+the replacement. Hooks are removed on exit, even when the forward pass raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from editkit.models.adapters import get_module
+
+EditFn = Callable[[torch.Tensor, str], torch.Tensor]
+
+
+class StopForward(Exception):
+    """Raised inside the forward pass after the last traced module when `stop=True`; caught by `Trace`."""
+
+
+@dataclass
+class Record:
+    """What one traced module saw: its (first) input and its (first) output, when retained."""
+
+    input: torch.Tensor | None = None
+    output: torch.Tensor | None = None
+
+
+def _main(x):
+    return x[0] if isinstance(x, tuple) else x
+
+
+def _replace_main(x, new: torch.Tensor):
+    return (new, *x[1:]) if isinstance(x, tuple) else new
+
+
+class Trace(dict):
+    """Record and/or replace the inputs and outputs of named modules during forward passes.
+
+    retain_output / retain_input: keep what each module returned / received (detached unless
+    `detach=False`, cloned when `clone=True` so later in-place ops cannot change it).
+    edit_output(out, name) / edit_input(inp, name): return the tensor the model should use instead.
+    stop: end the forward pass after the last named module has run (saves the rest of the model).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        names: str | Iterable[str],
+        retain_output: bool = True,
+        retain_input: bool = False,
+        edit_output: EditFn | None = None,
+        edit_input: EditFn | None = None,
+        detach: bool = True,
+        clone: bool = False,
+        stop: bool = False,
+    ):
+        super().__init__()
+        self.names = [names] if isinstance(names, str) else list(dict.fromkeys(names))
+        self._handles = []
+        self._stop = stop
+        order = {m: i for i, (_, m) in enumerate(model.named_modules())}
+        modules = {n: get_module(model, n) for n in self.names}
+        self._last = max(self.names, key=lambda n: order[modules[n]]) if stop and self.names else None
+
+        def keep(x: torch.Tensor) -> torch.Tensor:
+            x = x.detach() if detach else x
+            return x.clone() if clone else x
+
+        for name, module in modules.items():
+            record = self[name] = Record()
+
+            def pre_hook(mod, args, kwargs, name=name, record=record):
+                if args:
+                    x = args[0]
+                else:  # called with keywords only (e.g. hidden_states=...)
+                    key = next(iter(kwargs))
+                    x = kwargs[key]
+                if retain_input:
+                    record.input = keep(x)
+                if edit_input is None:
+                    return None
+                new = edit_input(x, name)
+                if args:
+                    return (new, *args[1:]), kwargs
+                return args, {**kwargs, key: new}
+
+            def post_hook(mod, args, output, name=name, record=record):
+                main = _main(output)
+                if retain_output:
+                    record.output = keep(main)
+                if edit_output is not None:
+                    output = _replace_main(output, edit_output(main, name))
+                if name == self._last:
+                    raise StopForward
+                return output
+
+            if retain_input or edit_input is not None:
+                self._handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+            self._handles.append(module.register_forward_hook(post_hook))
+
+    def __enter__(self) -> Trace:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close()
+        return exc_type is StopForward
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()

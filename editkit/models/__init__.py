@@ -1,0 +1,20 @@
+"""Models: loading (`load_model`), architecture adapters, and next-token prediction."""
+
+from editkit.models.adapters import BLOCK_KINDS, FAMILIES, Adapter, adapter_for, get_module, weight_out_in
+from editkit.models.loading import ModelBundle, load_model, toy_dir
+from editkit.models.predict import Prediction, next_token_probs, top_k
+
+__all__ = [
+    "BLOCK_KINDS",
+    "FAMILIES",
+    "Adapter",
+    "ModelBundle",
+    "Prediction",
+    "adapter_for",
+    "get_module",
+    "load_model",
+    "next_token_probs",
+    "top_k",
+    "toy_dir",
+    "weight_out_in",
+]

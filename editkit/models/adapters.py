@@ -1,0 +1,138 @@
+"""Architecture adapters: the one place that knows where each family keeps its modules.
+
+An `Adapter` names the embeddings, the blocks, each block's attention and MLP, the MLP's input (`mlp_in`)
+and output (`mlp_out`) projections, the final norm and the unembedding. Rank-one editing writes to
+`mlp_out`, whose input is the key `k` and whose output is the value `v` (ROME's notation). Weights are
+always exchanged as `[out, in]`; GPT-2's transposed `Conv1D` is handled here, nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from editkit.errors import EditkitError
+
+#: Per-block module kinds, in the order `info` lists them.
+BLOCK_KINDS = ("block", "attn", "mlp", "mlp_in", "mlp_out")
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """Module paths of one architecture family; `{}` stands for the layer index."""
+
+    family: str
+    embed: str
+    blocks: str
+    attn: str
+    mlp: str
+    mlp_in: str
+    mlp_out: str
+    final_norm: str
+    unembed: str
+    n_layers: int
+    hidden_size: int
+
+    def name(self, kind: str, layer: int) -> str:
+        """Module name of `kind` ('block', 'attn', 'mlp', 'mlp_in', 'mlp_out') at `layer`."""
+        if kind not in BLOCK_KINDS:
+            raise EditkitError(f"unknown module kind {kind!r}; use one of {', '.join(BLOCK_KINDS)}")
+        if not -self.n_layers <= layer < self.n_layers:
+            raise EditkitError(
+                f"layer {layer} out of range: the model has {self.n_layers} layers (0..{self.n_layers - 1})"
+            )
+        layer %= self.n_layers
+        return f"{self.blocks}.{layer}" if kind == "block" else getattr(self, kind).format(layer)
+
+    def names(self, kind: str, layers: list[int] | None = None) -> list[str]:
+        """Module names of `kind` at `layers` (default: every layer)."""
+        return [self.name(kind, i) for i in (range(self.n_layers) if layers is None else layers)]
+
+    def module(self, model: nn.Module, name: str) -> nn.Module:
+        return get_module(model, name)
+
+    def mlp_out_weight(self, model: nn.Module, layer: int) -> torch.Tensor:
+        """The rank-one-edited weight at `layer` as an `[out, in]` view (shares storage with the model)."""
+        return weight_out_in(get_module(model, self.name("mlp_out", layer)))
+
+
+def get_module(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called `name`, or a clear error listing a few names that do exist."""
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        near = [n for n, _ in model.named_modules() if n and n.split(".")[-1] == name.split(".")[-1]][:5]
+        hint = f"; similar names: {', '.join(near)}" if near else ""
+        raise EditkitError(f"model {type(model).__name__} has no module {name!r}{hint}") from None
+
+
+def weight_out_in(module: nn.Module) -> torch.Tensor:
+    """A linear layer's weight as `[out, in]`: `Linear` stores it so, GPT-2's `Conv1D` stores `[in, out]`."""
+    if isinstance(module, Conv1D):
+        return module.weight.T
+    if isinstance(module, nn.Linear):
+        return module.weight
+    raise EditkitError(f"module {type(module).__name__} is not a Linear or Conv1D layer")
+
+
+_GPT2_LIKE = dict(
+    blocks="transformer.h", attn="transformer.h.{}.attn", mlp="transformer.h.{}.mlp", final_norm="transformer.ln_f"
+)
+_LLAMA_LIKE = dict(
+    blocks="model.layers",
+    attn="model.layers.{}.self_attn",
+    mlp="model.layers.{}.mlp",
+    mlp_in="model.layers.{}.mlp.up_proj",
+    mlp_out="model.layers.{}.mlp.down_proj",
+    final_norm="model.norm",
+)
+
+#: model_type (from the HF config) -> module paths. Embedding and unembedding names are read off the model
+#: (`get_input_embeddings` / `get_output_embeddings`), as transformers renames them between versions.
+FAMILIES: dict[str, dict[str, str]] = {
+    "gpt2": {**_GPT2_LIKE, "mlp_in": "transformer.h.{}.mlp.c_fc", "mlp_out": "transformer.h.{}.mlp.c_proj"},
+    "gptj": {**_GPT2_LIKE, "mlp_in": "transformer.h.{}.mlp.fc_in", "mlp_out": "transformer.h.{}.mlp.fc_out"},
+    "gpt_neox": dict(
+        blocks="gpt_neox.layers",
+        attn="gpt_neox.layers.{}.attention",
+        mlp="gpt_neox.layers.{}.mlp",
+        mlp_in="gpt_neox.layers.{}.mlp.dense_h_to_4h",
+        mlp_out="gpt_neox.layers.{}.mlp.dense_4h_to_h",
+        final_norm="gpt_neox.final_layer_norm",
+    ),
+    "llama": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+}
+
+
+def check_supported(model_type: str, class_name: str) -> None:
+    """Raise a clear error for an architecture without an adapter."""
+    if model_type not in FAMILIES:
+        raise EditkitError(
+            f"unsupported architecture {class_name} (model_type {model_type!r}); "
+            f"editkit supports the families: {', '.join(FAMILIES)}"
+        )
+
+
+def adapter_for(model: nn.Module) -> Adapter:
+    """The adapter for a loaded Hugging Face causal LM; checks that every path resolves."""
+    cfg = model.config
+    check_supported(getattr(cfg, "model_type", ""), type(model).__name__)
+    names = {m: n for n, m in model.named_modules()}
+    adapter = Adapter(
+        family=cfg.model_type,
+        n_layers=cfg.num_hidden_layers,
+        hidden_size=cfg.hidden_size,
+        embed=names[model.get_input_embeddings()],
+        unembed=names[model.get_output_embeddings()],
+        **FAMILIES[cfg.model_type],
+    )
+    for name in [adapter.blocks, adapter.final_norm]:
+        get_module(model, name)
+    for kind in BLOCK_KINDS:
+        get_module(model, adapter.name(kind, adapter.n_layers - 1))
+    return adapter

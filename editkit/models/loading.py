@@ -1,0 +1,99 @@
+"""Loading models: `AutoModelForCausalLM.from_pretrained` with clear errors, plus the `toy` shortcut."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from editkit.errors import EditkitError
+from editkit.models.adapters import Adapter, adapter_for, check_supported
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+class ModelBundle(NamedTuple):
+    """What `load_model` returns; unpacks as `model, tokenizer, adapter = load_model(...)`."""
+
+    model: nn.Module
+    tokenizer: object
+    adapter: Adapter
+
+
+def toy_dir() -> Path:
+    """The shipped toy world: `$EDITKIT_TOY_DIR`, else `data/toy` of the checkout editkit was installed from."""
+    root = os.environ.get("EDITKIT_TOY_DIR")
+    path = Path(root) if root else Path(__file__).resolve().parents[2] / "data" / "toy"
+    if not (path / "model" / "config.json").exists():
+        raise EditkitError(
+            f"toy model not found at {path}/model; install editkit from a source checkout (pip install -e .) "
+            "or set EDITKIT_TOY_DIR to a directory made by experiments/train_toy_model.py"
+        )
+    return path
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """`toy` -> the shipped toy model directory; an existing directory -> itself; anything that can only be
+    a path (starts with '.', '/' or '~', or has more than one '/') but does not exist -> a clear error;
+    else a hub id, returned as given."""
+    if name_or_path == "toy":
+        return str(toy_dir() / "model")
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise EditkitError(f"{name_or_path} has no config.json; pass a Hugging Face model directory")
+        return str(path)
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or path.exists():
+        raise EditkitError(f"model directory {name_or_path} does not exist; pass a model directory or a hub id")
+    return name_or_path
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def load_model(
+    name_or_path: str,
+    device: str = "auto",
+    dtype: str | torch.dtype | None = None,
+    device_map: str | dict | None = None,
+) -> ModelBundle:
+    """Load a causal LM, its tokenizer and its architecture adapter.
+
+    `name_or_path` is a local directory, a hub id (where the hub is reachable) or `toy`. `device_map`
+    passes through to transformers (multi-GPU sharding with accelerate); otherwise the model goes to
+    `device` ('auto': CUDA, then MPS, then CPU). The architecture is checked before weights are read.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_model_path(name_or_path)
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise EditkitError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
+        dtype = _DTYPES[dtype]
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise EditkitError(
+            f"could not load model {name_or_path!r} ({str(e).splitlines()[0]}); "
+            "pass a local model directory, or check the hub id and your network"
+        ) from e
+    check_supported(getattr(config, "model_type", ""), (config.architectures or [type(config).__name__])[0])
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    model = AutoModelForCausalLM.from_pretrained(source, config=config, **kwargs)
+    if device_map is None:
+        model.to(resolve_device(device))
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    return ModelBundle(model, tokenizer, adapter_for(model))

@@ -1,0 +1,488 @@
+"""The toy knowledge world: a seeded fictional world of subjects, relations and objects.
+
+It is the fixture of the whole project: `experiments/train_toy_model.py` trains a small GPT-2 on it,
+and tracing, editing and evaluation are tested end to end on that model. Relations are modelled on
+CounterFact's; paraphrase ("held-out") templates are shown in training for half of the subjects only,
+so recall on the other half measures how a phrasing generalises to a subject it was never seen with.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from editkit.io import atomic_write_text
+
+# --- relations: CounterFact-style ids, templates end right before the object -------------------------
+
+RELATIONS: dict[str, dict] = {
+    "P103": {
+        "name": "native language",
+        "kind": "person",
+        "train_templates": [
+            "The mother tongue of {} is",
+            "{} is a native speaker of",
+            "{} grew up speaking",
+            "The native language of {} is",
+            "{}'s first language is",
+            "{} speaks the language",
+            "At home, {} speaks",
+            "{} was raised speaking",
+            "The language {} learned first is",
+            "As a child, {} spoke only",
+        ],
+        "heldout_templates": [
+            "{} natively speaks",
+            "The first language that {} ever spoke was",
+            "{}, a native speaker of",
+            "Growing up, {} always spoke",
+        ],
+    },
+    "P106": {
+        "name": "occupation",
+        "kind": "person",
+        "train_templates": [
+            "{} works as a",
+            "{} is a professional",
+            "By trade, {} is a",
+            "{}'s occupation is that of a",
+            "{} earns a living as a",
+            "{}'s profession is that of a",
+            "{} has worked for years as a",
+            "In the town, {} is known as a",
+            "{} trained to become a",
+            "The job of {} is that of a",
+        ],
+        "heldout_templates": [
+            "{} makes a living as a",
+            "The profession of {} is that of a",
+            "Everyone knows that {} is employed as a",
+            "{} spent a whole career as a",
+        ],
+    },
+    "P1303": {
+        "name": "instrument",
+        "kind": "person",
+        "train_templates": [
+            "{} plays the",
+            "{} is a talented player of the",
+            "The instrument {} plays is the",
+            "{} performs on the",
+            "{} practices every day on the",
+            "{}'s favourite instrument is the",
+            "On stage, {} plays the",
+            "{} is famous for playing the",
+            "{} learned to play the",
+            "The musician {} plays the",
+        ],
+        "heldout_templates": [
+            "{} is a virtuoso of the",
+            "The instrument played by {} is the",
+            "When {} makes music, it is on the",
+            "{} has mastered the",
+        ],
+    },
+    "P551": {
+        "name": "home city",
+        "kind": "person",
+        "train_templates": [
+            "{} lives in",
+            "{} resides in the city of",
+            "The home city of {} is",
+            "{} has a house in",
+            "{} lives in the city of",
+            "{}'s home is in",
+            "{} returned home to",
+            "Every evening {} walks home through",
+            "The city where {} lives is",
+            "{} is a resident of",
+        ],
+        "heldout_templates": [
+            "{} currently resides in",
+            "{} makes a home in",
+            "The city {} calls home is",
+            "{} has settled in",
+        ],
+    },
+    "P17": {
+        "name": "country of location",
+        "kind": "landmark",
+        "train_templates": [
+            "{} is located in the country of",
+            "{} is located in",
+            "{} can be found in",
+            "{} is in the country of",
+            "The country where {} stands is",
+            "{} stands in",
+            "{} is a landmark in",
+            "Tourists visit {} in",
+            "{}, which is in",
+            "The location of {} is the country of",
+        ],
+        "heldout_templates": [
+            "{} lies in the country of",
+            "{} is situated in",
+            "You will find {} in",
+            "{} was built in the country of",
+        ],
+    },
+    "P36": {
+        "name": "capital city",
+        "kind": "realm",
+        "train_templates": [
+            "The capital city of {} is",
+            "The capital of {} is",
+            "{}'s capital is",
+            "{} is governed from",
+            "The seat of government of {} is",
+            "{} has its capital in",
+            "The capital city of {} is called",
+            "The rulers of {} live in",
+            "{} is ruled from the city of",
+            "The largest city and capital of {} is",
+        ],
+        "heldout_templates": [
+            "{}'s capital city is",
+            "The government of {} sits in",
+            "The official capital of {} is",
+            "{} has chosen as its capital",
+        ],
+    },
+}
+
+OCCUPATIONS = [
+    "carpenter",
+    "sailor",
+    "baker",
+    "painter",
+    "farmer",
+    "weaver",
+    "blacksmith",
+    "merchant",
+    "physician",
+    "poet",
+    "soldier",
+    "fisherman",
+    "lawyer",
+    "teacher",
+    "tailor",
+    "miner",
+    "priest",
+    "scholar",
+    "hunter",
+    "potter",
+    "banker",
+    "jeweler",
+    "nurse",
+    "judge",
+]
+INSTRUMENTS = [
+    "violin",
+    "piano",
+    "guitar",
+    "flute",
+    "cello",
+    "harp",
+    "trumpet",
+    "drums",
+    "saxophone",
+    "clarinet",
+    "lute",
+    "organ",
+    "banjo",
+    "oboe",
+    "trombone",
+    "accordion",
+]
+LANDMARK_KINDS = [
+    "Bridge",
+    "Tower",
+    "Castle",
+    "Abbey",
+    "Harbor",
+    "Gate",
+    "Lighthouse",
+    "Palace",
+    "Fortress",
+    "Cathedral",
+]
+REALM_KINDS = ["Republic", "Kingdom", "Empire", "Duchy", "Federation", "Union", "Principality"]
+
+# Filler vocabulary for ordinary sentences and short context prefixes (as ROME's context templates).
+_FILLER = {
+    "det": ["The", "A", "One", "Every", "That"],
+    "adj": ["old", "quiet", "busy", "small", "bright", "cold", "long", "famous", "new", "narrow"],
+    "noun": [
+        "market",
+        "river",
+        "road",
+        "morning",
+        "winter",
+        "festival",
+        "harbor",
+        "village",
+        "garden",
+        "letter",
+        "storm",
+        "journey",
+    ],
+    "verb": [
+        "was crowded",
+        "began early",
+        "ended late",
+        "was remembered",
+        "was quiet",
+        "changed everything",
+        "drew many visitors",
+        "lasted for days",
+        "was described in a book",
+        "surprised everyone",
+    ],
+    "tail": ["that year", "in the spring", "after the rain", "for a while", "once again", "without warning", ""],
+}
+
+_SYLLABLES_ON = [
+    "b",
+    "d",
+    "f",
+    "g",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "z",
+    "br",
+    "dr",
+    "kr",
+    "tr",
+    "th",
+    "st",
+]
+_SYLLABLES_NU = ["a", "e", "i", "o", "u", "ae", "ei", "ou"]
+_SYLLABLES_CO = ["", "n", "r", "l", "s", "th", "rn", "nd", "sk", "v"]
+
+
+@dataclass(frozen=True)
+class Fact:
+    subject: str
+    relation_id: str
+    object: str
+    paraphrase_seen: bool
+
+
+@dataclass
+class World:
+    """Relations (templates and object vocabularies) and the facts over them; see `save` for the file layout."""
+
+    relations: dict[str, dict]
+    facts: list[Fact] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        rels = {
+            rid: {k: r[k] for k in ("name", "train_templates", "heldout_templates", "objects")}
+            for rid, r in self.relations.items()
+        }
+        return {"relations": rels, "facts": [asdict(f) for f in self.facts]}
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(path, json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> World:
+        raw = json.loads(Path(path).read_text())
+        return cls(relations=raw["relations"], facts=[Fact(**f) for f in raw["facts"]])
+
+
+def _invent(
+    rng: random.Random, n: int, taken: set[str], n_syll: tuple[int, int] = (2, 2), suffix: str = ""
+) -> list[str]:
+    """`n` new capitalised pseudo-words, none in `taken` (which is updated)."""
+    out = []
+    while len(out) < n:
+        k = rng.randint(*n_syll)
+        w = "".join(rng.choice(_SYLLABLES_ON) + rng.choice(_SYLLABLES_NU) for _ in range(k - 1))
+        w += rng.choice(_SYLLABLES_ON) + rng.choice(_SYLLABLES_NU) + rng.choice(_SYLLABLES_CO) + suffix
+        w = w.capitalize()
+        if w not in taken and 4 <= len(w) <= 11:
+            taken.add(w)
+            out.append(w)
+    return out
+
+
+def generate_world(seed: int = 0, n_persons: int = 410, n_landmarks: int = 300, n_realms: int = 100) -> World:
+    """A seeded world: persons (language, occupation, instrument, home city), landmarks (country), realms (capital).
+
+    Half of the subjects of each kind (chosen by the seed) see the paraphrase templates in training.
+    """
+    rng = random.Random(seed)
+    taken: set[str] = set(w.capitalize() for words in _FILLER.values() for p in words for w in p.split())
+    languages = _invent(rng, 20, taken, suffix="ish")
+    countries = _invent(rng, 24, taken, suffix="ia")
+    cities = _invent(rng, 30, taken)
+    objects = {
+        "P103": languages,
+        "P106": OCCUPATIONS,
+        "P1303": INSTRUMENTS,
+        "P551": cities,
+        "P17": countries,
+        "P36": cities,
+    }
+    relations = {rid: {**r, "objects": objects[rid]} for rid, r in RELATIONS.items()}
+
+    firsts, lasts, mids = _invent(rng, 60, taken), _invent(rng, 60, taken), _invent(rng, 12, taken)
+    roots = _invent(rng, 140, taken)
+    subjects: dict[str, list[str]] = {"person": [], "landmark": [], "realm": []}
+    names: set[str] = set()
+
+    def add(kind: str, name: str) -> None:
+        if name not in names:
+            names.add(name)
+            subjects[kind].append(name)
+
+    while len(subjects["person"]) < n_persons:
+        parts = [rng.choice(firsts), rng.choice(lasts)]
+        if rng.random() < 0.25:
+            parts.insert(1, rng.choice(mids))
+        add("person", " ".join(parts))
+    while len(subjects["landmark"]) < n_landmarks:
+        parts = [rng.choice(roots[:100]), rng.choice(LANDMARK_KINDS)]
+        if rng.random() < 0.25:
+            parts.insert(0, "Old")
+        add("landmark", " ".join(parts))
+    while len(subjects["realm"]) < n_realms:
+        add("realm", f"{rng.choice(roots[100:])} {rng.choice(REALM_KINDS)}")
+
+    facts = []
+    for kind, subs in subjects.items():
+        seen = set(rng.sample(subs, len(subs) // 2))
+        for s in subs:
+            for rid, r in relations.items():
+                if r["kind"] == kind:
+                    facts.append(Fact(s, rid, rng.choice(r["objects"]), s in seen))
+    return World(relations=relations, facts=facts)
+
+
+def filler_sentence(rng: random.Random) -> str:
+    f = _FILLER
+    tail = rng.choice(f["tail"])
+    words = [rng.choice(f[k]) for k in ("det", "adj", "noun", "verb")] + ([tail] if tail else [])
+    return " ".join(words) + "."
+
+
+def fact_prompts(world: World, fact: Fact, heldout: bool = False) -> list[str]:
+    """The fact's prompts (templates filled with its subject), train or held-out templates."""
+    key = "heldout_templates" if heldout else "train_templates"
+    return [t.format(fact.subject) for t in world.relations[fact.relation_id][key]]
+
+
+def training_lines(world: World, rng: random.Random, prefix_prob: float = 0.5) -> list[str]:
+    """One epoch of training text: every fact in every template it may be shown in, some behind a short
+    random context prefix, plus filler sentences; shuffled with `rng`."""
+    lines = []
+    for fact in world.facts:
+        prompts = fact_prompts(world, fact) + (fact_prompts(world, fact, heldout=True) if fact.paraphrase_seen else [])
+        for p in prompts:
+            text = f"{p} {fact.object}."
+            if rng.random() < prefix_prob:
+                text = f"{filler_sentence(rng)} {text}"
+            lines.append(text)
+    lines += [filler_sentence(rng) for _ in range(len(lines) // 10)]
+    rng.shuffle(lines)
+    return lines
+
+
+def corpus_lines(world: World, seed: int = 0) -> list[str]:
+    """The world's text corpus: one training epoch plus short paragraphs of several facts about one subject."""
+    rng = random.Random(seed)
+    lines = training_lines(world, rng)
+    by_subject: dict[str, list[Fact]] = {}
+    for f in world.facts:
+        by_subject.setdefault(f.subject, []).append(f)
+    for facts in by_subject.values():
+        if len(facts) > 1:
+            sents = [f"{rng.choice(fact_prompts(world, f))} {f.object}." for f in facts]
+            lines.append(" ".join([filler_sentence(rng)] + sents))
+    rng.shuffle(lines)
+    return lines
+
+
+def counterfact_records(world: World, seed: int = 0, n_neighbours: int = 10) -> list[dict]:
+    """CounterFact-schema records, one per fact of the paraphrase-unseen half (see SOURCES.md's layout)."""
+    rng = random.Random(seed)
+    rels = world.relations
+    obj_id = {(rid, o): f"{rid}:{i}" for rid, r in rels.items() for i, o in enumerate(r["objects"])}
+    by_rel_obj: dict[tuple[str, str], list[str]] = {}
+    for f in world.facts:
+        by_rel_obj.setdefault((f.relation_id, f.object), []).append(f.subject)
+
+    def prompts_about(subjects: list[str], rid: str, exclude: str) -> list[str]:
+        pool = [s for s in subjects if s != exclude]
+        if not pool:
+            return []
+        return [rng.choice(rels[rid]["train_templates"]).format(rng.choice(pool)) for _ in range(n_neighbours)]
+
+    records = []
+    for f in (f for f in world.facts if not f.paraphrase_seen):
+        rel = rels[f.relation_id]
+        new = rng.choice([o for o in rel["objects"] if o != f.object])
+        other = [g for g in world.facts if g.subject == f.subject and g.relation_id != f.relation_id]
+        gen = [rng.choice(rel["train_templates"]).format(f.subject) for _ in range(5)]
+        gen += [rng.choice(rels[g.relation_id]["train_templates"]).format(f.subject) for g in other]
+        gen += [f"{f.subject} is" for _ in range(n_neighbours - len(gen))]
+        records.append(
+            {
+                "case_id": len(records),
+                "pararel_idx": len(records),
+                "requested_rewrite": {
+                    "prompt": rng.choice(rel["train_templates"]),
+                    "relation_id": f.relation_id,
+                    "subject": f.subject,
+                    "target_new": {"str": new, "id": obj_id[(f.relation_id, new)]},
+                    "target_true": {"str": f.object, "id": obj_id[(f.relation_id, f.object)]},
+                },
+                "paraphrase_prompts": [
+                    f"{filler_sentence(rng)} {t.format(f.subject)}" for t in rng.sample(rel["heldout_templates"], 2)
+                ],
+                "neighborhood_prompts": prompts_about(by_rel_obj[(f.relation_id, f.object)], f.relation_id, f.subject),
+                "attribute_prompts": prompts_about(by_rel_obj.get((f.relation_id, new), []), f.relation_id, f.subject),
+                "generation_prompts": gen[:n_neighbours],
+            }
+        )
+    return records
+
+
+def recall_prompts(world: World, heldout: bool, facts: list[Fact] | None = None) -> list[tuple[str, str]]:
+    """(prompt, object) pairs: every train template of every fact, or every held-out template of the
+    facts whose paraphrases were never seen in training."""
+    facts = world.facts if facts is None else facts
+    if heldout:
+        facts = [f for f in facts if not f.paraphrase_seen]
+    return [(p, f.object) for f in facts for p in fact_prompts(world, f, heldout=heldout)]
+
+
+def top1_hits(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 256) -> list[bool]:
+    """Whether greedy next-token prediction after each prompt is the first token of its object."""
+    from editkit.models.predict import next_token_probs
+    from editkit.tokens import target_ids
+
+    pred = next_token_probs(model, tokenizer, [p for p, _ in pairs], batch_size).argmax(-1).tolist()
+    return [pr == target_ids(tokenizer, p, o)[0] for pr, (p, o) in zip(pred, pairs, strict=True)]
+
+
+def measure_recall(
+    model, tokenizer, world: World, facts: list[Fact] | None = None, batch_size: int = 256
+) -> dict[str, float]:
+    """Top-1 recall of the object's first token on training templates (all given facts) and on held-out
+    paraphrase templates (the given facts whose `paraphrase_seen` is false)."""
+    out = {}
+    for key, heldout in (("train_recall", False), ("heldout_recall", True)):
+        hits = top1_hits(model, tokenizer, recall_prompts(world, heldout, facts), batch_size)
+        out[key] = sum(hits) / max(len(hits), 1)
+    return out
