@@ -1,0 +1,304 @@
+"""Benchmark datasets as typed records: CounterFact, MultiCounterFact, zsRE (MEND format), known_1000,
+EasyEdit-format JSON and the toy world. Each record can produce the `EditRequest` it asks for."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from editkit.errors import EditkitError
+from editkit.requests import EditRequest
+
+ROME_DATA_URL = "https://rome.baulab.info/data/dsets/"
+REMOTE_FILES = {
+    "counterfact": "counterfact.json",
+    "multi_counterfact": "multi_counterfact.json",
+    "zsre": "zsre_mend_eval.json",
+    "known_1000": "known_1000.json",
+}
+KINDS = ("counterfact", "multi_counterfact", "zsre", "known_1000", "easyedit", "toy")
+
+
+@dataclass(frozen=True)
+class CounterFactRecord:
+    """One CounterFact case (ROME's layout): a rewrite and the prompts that test it."""
+
+    case_id: int
+    subject: str
+    prompt: str
+    target_new: str
+    target_true: str
+    relation_id: str
+    target_new_id: str
+    paraphrase_prompts: tuple[str, ...]
+    neighborhood_prompts: tuple[str, ...]
+    attribute_prompts: tuple[str, ...]
+    generation_prompts: tuple[str, ...]
+
+    def request(self) -> EditRequest:
+        return EditRequest(self.prompt, self.subject, self.target_new, self.target_true)
+
+
+@dataclass(frozen=True)
+class ZsreRecord:
+    """One zsRE question in the MEND evaluation layout; `loc`/`loc_answer` is the unrelated NQ question."""
+
+    case_id: int
+    subject: str
+    prompt: str
+    target_new: str
+    paraphrase_prompts: tuple[str, ...]
+    loc: str
+    loc_answer: str
+
+    def request(self) -> EditRequest:
+        return EditRequest(self.prompt, self.subject, self.target_new)
+
+
+@dataclass(frozen=True)
+class KnownRecord:
+    """One fact of ROME's known_1000 set (for causal tracing): `prompt` is expected to yield `attribute`."""
+
+    case_id: int
+    subject: str
+    template: str
+    prompt: str
+    attribute: str
+    prediction: str
+    relation_id: str
+
+    def request(self) -> EditRequest:
+        return EditRequest(self.template, self.subject, self.attribute)
+
+
+@dataclass(frozen=True)
+class EasyEditRecord:
+    """One EasyEdit/KnowEdit case; locality and portability are (prompt, answer) pairs."""
+
+    case_id: int
+    subject: str
+    prompt: str
+    target_new: str
+    ground_truth: str | None
+    rephrase_prompts: tuple[str, ...]
+    locality: tuple[tuple[str, str], ...]
+    portability: tuple[tuple[str, str], ...]
+
+    def request(self) -> EditRequest:
+        return EditRequest(self.prompt, self.subject, self.target_new, self.ground_truth)
+
+
+Record = CounterFactRecord | ZsreRecord | KnownRecord | EasyEditRecord
+
+
+class _Fields:
+    """Typed access to one raw record's fields, with errors that name the record index and the field."""
+
+    def __init__(self, raw: object, index: int, source: str):
+        self.raw, self.index, self.source = raw, index, source
+        if not isinstance(raw, dict):
+            self.fail("", f"is a {type(raw).__name__}, expected a JSON object")
+
+    def fail(self, field: str, problem: str):
+        where = f"field {field!r} " if field else ""
+        raise EditkitError(f"{self.source}: record {self.index}: {where}{problem}; fix the record or drop it")
+
+    def get(self, path: str, kind: type = str, default: object = ...):
+        value: object = self.raw
+        for key in path.split("."):
+            if not isinstance(value, dict) or key not in value:
+                if default is not ...:
+                    return default
+                self.fail(path, "is missing")
+            value = value[key]
+        if kind is str and not (isinstance(value, str) and value.strip()):
+            self.fail(path, f"must be a non-empty string, got {value!r}")
+        if kind is not object and (not isinstance(value, kind) or isinstance(value, bool)):
+            self.fail(path, f"must be a JSON {kind.__name__}, got {value!r}")
+        return value
+
+    def strings(self, path: str, default: object = ...) -> tuple[str, ...]:
+        value = self.get(path, object, [] if default is not ... else ...)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            self.fail(path, f"must be a list of non-empty strings, got {value!r}")
+        return tuple(value)
+
+    def template(self, prompt: str, subject: str, field: str) -> str:
+        """`prompt` with `{}` for the subject (a filled-in prompt has its first occurrence replaced)."""
+        if "{}" in prompt:
+            return prompt
+        if subject not in prompt:
+            self.fail(field, f"{prompt!r} contains neither {{}} nor the subject {subject!r}")
+        return prompt.replace(subject, "{}", 1)
+
+
+def _counterfact(f: _Fields) -> CounterFactRecord:
+    subject = f.get("requested_rewrite.subject")
+    return CounterFactRecord(
+        case_id=f.get("case_id", int),
+        subject=subject,
+        prompt=f.template(f.get("requested_rewrite.prompt"), subject, "requested_rewrite.prompt"),
+        target_new=f.get("requested_rewrite.target_new.str"),
+        target_true=f.get("requested_rewrite.target_true.str"),
+        relation_id=f.get("requested_rewrite.relation_id", str, ""),
+        target_new_id=f.get("requested_rewrite.target_new.id", str, ""),
+        paraphrase_prompts=f.strings("paraphrase_prompts"),
+        neighborhood_prompts=f.strings("neighborhood_prompts"),
+        attribute_prompts=f.strings("attribute_prompts", None),
+        generation_prompts=f.strings("generation_prompts", None),
+    )
+
+
+def _zsre(f: _Fields) -> ZsreRecord:
+    subject = f.get("subject")
+    answers = f.strings("answers")
+    if not answers:
+        f.fail("answers", "is empty")
+    return ZsreRecord(
+        case_id=f.get("case_id", int, f.index),
+        subject=subject,
+        prompt=f.template(f.get("src"), subject, "src"),
+        target_new=answers[0],
+        paraphrase_prompts=f.strings("rephrase"),
+        loc=f.get("loc"),
+        loc_answer=f.get("loc_ans"),
+    )
+
+
+def _known(f: _Fields) -> KnownRecord:
+    return KnownRecord(
+        case_id=f.get("known_id", int),
+        subject=f.get("subject"),
+        template=f.template(f.get("template"), f.get("subject"), "template"),
+        prompt=f.get("prompt"),
+        attribute=f.get("attribute"),
+        prediction=f.get("prediction", str, ""),
+        relation_id=f.get("relation_id", str, ""),
+    )
+
+
+def _pairs(f: _Fields, name: str) -> tuple[tuple[str, str], ...]:
+    """EasyEdit's locality/portability: flat `<name>_prompt`/`<name>_ground_truth` fields, or KnowEdit's
+    nested `{name: {group: [{"prompt", "ground_truth"}]}}` (answers that are lists use their first item)."""
+    if f"{name}_prompt" in f.raw:
+        return tuple(zip(f.strings(f"{name}_prompt"), f.strings(f"{name}_ground_truth"), strict=False))
+    pairs = []
+    for group, items in f.get(name, dict, {}).items():
+        for item in items if isinstance(items, list) else [items]:
+            prompt, answer = (item.get(k) if isinstance(item, dict) else None for k in ("prompt", "ground_truth"))
+            while isinstance(answer, list) and answer:
+                answer = answer[0]
+            if not (isinstance(prompt, str) and isinstance(answer, str) and prompt.strip() and answer.strip()):
+                f.fail(f"{name}.{group}", f"needs a prompt and a ground_truth string, got {item!r}")
+            pairs.append((prompt, answer))
+    return tuple(pairs)
+
+
+def _easyedit(f: _Fields) -> EasyEditRecord:
+    subject = f.get("subject")
+    truth = f.get("ground_truth", object, None)
+    truth = truth[0] if isinstance(truth, list) and truth else truth
+    return EasyEditRecord(
+        case_id=f.get("case_id", int, f.index),
+        subject=subject,
+        prompt=f.template(f.get("prompt"), subject, "prompt"),
+        target_new=f.get("target_new"),
+        ground_truth=truth if isinstance(truth, str) and truth.strip() else None,
+        rephrase_prompts=f.strings("rephrase_prompt", None),
+        locality=_pairs(f, "locality"),
+        portability=_pairs(f, "portability"),
+    )
+
+
+_PARSERS = {
+    "counterfact": _counterfact,
+    "multi_counterfact": _counterfact,
+    "toy": _counterfact,
+    "zsre": _zsre,
+    "known_1000": _known,
+    "easyedit": _easyedit,
+}
+
+
+def parse_records(raw: object, kind: str, source: str = "dataset") -> list[Record]:
+    """Typed records from a loaded JSON list, validating every record."""
+    if kind not in _PARSERS:
+        raise EditkitError(f"unknown dataset {kind!r}; use one of {', '.join(KINDS)}")
+    if not isinstance(raw, list):
+        raise EditkitError(f"{source}: expected a JSON list of records, got a {type(raw).__name__}")
+    records = [_PARSERS[kind](_Fields(r, i, source)) for i, r in enumerate(raw)]
+    ids = [r.case_id for r in records]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise EditkitError(f"{source}: case_id {dup} appears twice; case ids must be unique")
+    return records
+
+
+def cache_dir() -> Path:
+    """Where downloaded datasets live: `$EDITKIT_CACHE`, else `~/.cache/editkit`."""
+    return Path(os.environ.get("EDITKIT_CACHE") or Path.home() / ".cache" / "editkit") / "dsets"
+
+
+def dataset_path(kind: str, path: str | Path | None = None) -> Path:
+    """The local file for `kind`: `path` if given, the toy world's file, or a cached download from ROME's site."""
+    if path is not None:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise EditkitError(f"dataset file {p} does not exist; pass an existing JSON file with --data")
+        return p
+    if kind == "toy":
+        from editkit.models import toy_dir
+
+        return toy_dir() / "counterfact.json"
+    if kind not in REMOTE_FILES:
+        raise EditkitError(f"dataset {kind!r} has no download location; pass the file with --data PATH")
+    target = cache_dir() / REMOTE_FILES[kind]
+    if not target.exists():
+        _download(ROME_DATA_URL + REMOTE_FILES[kind], target)
+    return target
+
+
+def _download(url: str, target: Path) -> None:
+    from editkit.io import atomic_write_bytes
+
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            atomic_write_bytes(target, r.read())
+    except OSError as e:
+        raise EditkitError(
+            f"could not download {url} ({e}); you seem to be offline: download it elsewhere and pass it "
+            f"with --data PATH, or copy it to {target}"
+        ) from e
+
+
+def load_dataset(
+    kind: str,
+    path: str | Path | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    sample: int | None = None,
+    seed: int = 0,
+) -> list[Record]:
+    """Records of dataset `kind` from `path` (or the named source): `offset`/`limit` slice them in file
+    order; `sample` then draws that many with `random.Random(seed)`, kept in file order."""
+    if kind not in _PARSERS:
+        raise EditkitError(f"unknown dataset {kind!r}; use one of {', '.join(KINDS)}")
+    file = dataset_path(kind, path)
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise EditkitError(f"{file} is not valid JSON ({e}); pass the dataset's JSON file") from e
+    records = parse_records(raw, kind, str(file))
+    if offset < 0 or (limit is not None and limit < 1) or (sample is not None and sample < 1):
+        raise EditkitError("offset must be >= 0 and limit/sample >= 1")
+    records = records[offset : offset + limit if limit is not None else None]
+    if sample is not None and sample < len(records):
+        keep = sorted(random.Random(seed).sample(range(len(records)), sample))
+        records = [records[i] for i in keep]
+    return records
