@@ -30,5 +30,15 @@ def tiny_bundle(tmp_path: Path, seed: int = 0):
     PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>").save_pretrained(tmp_path)
     tok = AutoTokenizer.from_pretrained(tmp_path)
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=2, n_head=4, n_inner=64)
+    eos = tok.eos_token_id
+    config = GPT2Config(
+        vocab_size=len(tok),
+        n_positions=128,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_inner=64,
+        bos_token_id=eos,
+        eos_token_id=eos,
+    )
     return GPT2LMHeadModel(config).eval(), tok

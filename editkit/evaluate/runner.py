@@ -228,7 +228,7 @@ def run_eval(
                 bar.add([case])
             if config.mode != "sequential":
                 applied.pop().revert(model)
-        for edit in reversed(applied):
+        for edit in reversed(list({id(e): e for e in applied}.values())):  # an accumulated result once
             edit.revert(model)
     return write_summary(out, cases, suite)
 
@@ -265,13 +265,36 @@ class _Progress:
         self.bar.update(self.task, completed=self.n, description=means)
 
 
-def make_editor(method: str, model_name: str, hparams_file: str | None) -> tuple[Editor, dict]:
-    """The editor for `method` and its resolved hyper-parameters (`none`: the unedited model)."""
+def make_editor(method: str, bundle, hparams_file: str | None, model_name: str, sequential: bool):
+    """(editor, resolved hyper-parameters) for `method` on the loaded `bundle`; `none` edits nothing.
+
+    In sequential mode each call builds on the previous call's EditResult (AlphaEdit protects the keys of
+    earlier edits through it), so the run reverts that one accumulated result at the end."""
     if method == "none":
         if hparams_file is not None:
             raise EditkitError("--hparams needs an edit method; drop it or pass --method rome (or memit, ...)")
         return no_editor, {}
-    raise EditkitError(f"unknown method {method!r}; this editkit has only 'none'")
+    from editkit.edit import METHODS, Stats, load_hparams, needs_stats
+    from editkit.edit.common import check_requests
+    from editkit.edit.hparams import to_dict
+
+    if method not in METHODS:
+        raise EditkitError(f"unknown method {method!r}; use none or one of {', '.join(METHODS)}")
+    model, tok, adapter = bundle
+    hp = load_hparams(method, model_name, hparams_file)
+    stats = Stats(model, tok, adapter, hp.mom2_corpus, hp.mom2_n_tokens) if needs_stats(method, hp) else None
+    history = []
+
+    def editor(model, tokenizer, requests: list[EditRequest]):
+        check_requests(tokenizer, requests)
+        result = METHODS[method](
+            model, tokenizer, adapter, requests, hp, stats, history=history[-1] if history else None
+        )
+        if sequential:
+            history.append(result)
+        return result
+
+    return editor, to_dict(hp)
 
 
 def run_named(
@@ -290,8 +313,9 @@ def run_named(
 
     data_file = dataset_path(config.dataset, config.data)
     records = load_dataset(config.dataset, data_file, config.limit, config.offset, config.sample, config.seed)
-    editor, config.hparams = make_editor(config.method, config.model, hparams_file)
-    model, tok, _ = load_model(config.model, device=device)
+    bundle = load_model(config.model, device=device)
+    editor, config.hparams = make_editor(config.method, bundle, hparams_file, config.model, config.mode == "sequential")
+    model, tok, _ = bundle
     refs = _references(config, records, snippets, tfidf)
     return run_eval(model, tok, records, config, out, editor, resume, refs, data_file, progress)
 
