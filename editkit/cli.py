@@ -129,6 +129,177 @@ def predict(
     console.print(table)
 
 
+@app.command("trace")
+@cli_errors
+def trace_cmd(
+    model: ModelArg,
+    prompt: Annotated[str, typer.Option(help="The prompt (ends right before the answer).")],
+    subject: Annotated[str, typer.Option(help="The subject, as it appears in the prompt; its embeddings are noised.")],
+    target: Annotated[str | None, typer.Option(help="Answer to score (default: the clean top-1 token).")] = None,
+    kind: Annotated[str, typer.Option(help="hidden, mlp, attn, or all.")] = "all",
+    window: Annotated[int, typer.Option(min=1, help="Layers restored together for mlp/attn.")] = 10,
+    noise: Annotated[str, typer.Option(help="s3 (3 × embedding std), a float, uniform, or u<float>.")] = "s3",
+    samples: Annotated[int, typer.Option(min=1, help="Noised runs averaged per restoration.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the noise (RandomState, as the reference code).")] = 1,
+    method: Annotated[str, typer.Option(help="fast (exact), naive (reference loop), or attribution.")] = "fast",
+    sever: Annotated[str | None, typer.Option(help="Freeze later mlp or attn outputs (hidden kind only).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Directory for trace.npz and the heatmap.")] = None,
+    image_format: Annotated[str, typer.Option("--format", help="png or pdf.")] = "png",
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Causal tracing: restore clean states into a noised run and see where the answer comes back.
+
+    Example: [bold]editkit trace toy --prompt "Pagu Kabrith plays the" --subject "Pagu Kabrith" --out runs/t1[/]
+    """
+    from editkit.locate.plots import plot_trace, rich_grid
+    from editkit.locate.tracing import KINDS, reference_subjects, trace
+    from editkit.models import load_model
+
+    if image_format not in ("png", "pdf"):
+        raise EditkitError(f"--format must be png or pdf, got {image_format!r}")
+    m, tok, a = load_model(model, device=device)
+    kinds = list(KINDS) if kind == "all" else [kind]
+    if sever:
+        if kind not in ("all", "hidden"):
+            raise EditkitError(f"--sever restores hidden states; it cannot be used with --kind {kind}")
+        kinds = ["hidden"]
+    with console.status("tracing", spinner="dots") if not json_out else contextlib.nullcontext():
+        result = trace(
+            m,
+            tok,
+            a,
+            prompt,
+            subject,
+            target=target,
+            kinds=kinds,
+            window=window,
+            noise=noise,
+            samples=samples,
+            seed=seed,
+            method=method,
+            sever=sever,
+            noise_subjects=reference_subjects(model),
+        )
+    paths = []
+    if out is not None:
+        result.save(out / "trace.npz")
+        paths = [out / "trace.npz", plot_trace(result, out / f"trace.{image_format}")]
+    if json_out:
+        return _print_json(result.to_json())
+    console.print(
+        f"answer {result.answer.strip()!r}: clean p = {result.clean_score:.4f}, "
+        f"corrupted p = {result.corrupted_score:.4f} (noise {result.noise:.4f}, {result.samples} samples)"
+    )
+    for k in result.scores:
+        console.print(rich_grid(result, k))
+        t, layer, score = result.peak(k)
+        console.print(f"  peak {k}: token {t} {result.tokens[t]!r}, layer {layer}, p = {score:.4f}")
+    for p in paths:
+        console.print(f"wrote {p}")
+
+
+@app.command("trace-dataset")
+@cli_errors
+def trace_dataset_cmd(
+    model: ModelArg,
+    dataset: Annotated[str, typer.Argument(help="'toy', or a known_1000 / CounterFact JSON file.")],
+    out: Annotated[Path, typer.Option(help="Run directory: traces.h5, aie.json, aie.png.")],
+    limit: Annotated[int | None, typer.Option(min=1, help="Trace only the first N records.")] = None,
+    kind: Annotated[str, typer.Option(help="hidden, mlp, attn, or all.")] = "all",
+    window: Annotated[int, typer.Option(min=1, help="Layers restored together for mlp/attn.")] = 10,
+    noise: Annotated[str, typer.Option(help="s3 (3 × embedding std), a float, uniform, or u<float>.")] = "s3",
+    samples: Annotated[int, typer.Option(min=1, help="Noised runs averaged per restoration.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the noise.")] = 1,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Average indirect effect over a dataset (the paper's Figure 2); resumes an interrupted run in OUT.
+
+    Example: [bold]editkit trace-dataset toy toy --limit 200 --out runs/aie[/]
+    """
+    from rich.progress import Progress
+
+    from editkit.locate.dataset import BUCKETS, average_indirect_effect, load_trace_cases, plot_aie, trace_dataset
+    from editkit.locate.tracing import KINDS, reference_subjects
+    from editkit.models import load_model
+
+    kinds = list(KINDS) if kind == "all" else [kind]
+    cases = load_trace_cases(dataset, limit)
+    m, tok, a = load_model(model, device=device)
+    with Progress(console=console) as bar:
+        task = bar.add_task("tracing", total=len(cases))
+        counts = trace_dataset(
+            m,
+            tok,
+            a,
+            cases,
+            out / "traces.h5",
+            kinds=kinds,
+            window=window,
+            noise=noise,
+            samples=samples,
+            seed=seed,
+            noise_subjects=reference_subjects(model),
+            progress=lambda i, n: bar.update(task, completed=i),
+        )
+    aie = average_indirect_effect(out / "traces.h5")
+    from editkit.io import atomic_write_text
+
+    atomic_write_text(out / "aie.json", json.dumps(aie.to_json(), indent=1))
+    png = plot_aie(aie, out / "aie.png")
+    console.print(
+        f"traced {counts['traced']} facts the model knows ({counts['skipped_wrong']} skipped as wrong, "
+        f"{counts['resumed']} resumed); clean p = {aie.clean:.3f}, corrupted p = {aie.corrupted:.3f}"
+    )
+    table = Table(title="peak layer of the average indirect effect")
+    table.add_column("kind")
+    for b in (BUCKETS[2], BUCKETS[5]):
+        table.add_column(b, justify="right")
+    for k, peaks in aie.peaks().items():
+        table.add_row(
+            k, *(f"{peaks[b]} (AIE {aie.mean[k][i][peaks[b]]:.3f})" for i, b in ((2, BUCKETS[2]), (5, BUCKETS[5])))
+        )
+    console.print(table)
+    console.print(f"wrote {out / 'traces.h5'}, {out / 'aie.json'}, {png}")
+
+
+@app.command()
+@cli_errors
+def neurons(
+    model: ModelArg,
+    prompt: Annotated[list[str], typer.Option(help="A prompt for the fact; repeat for paraphrases.")],
+    target: Annotated[str, typer.Option(help="The answer whose neurons to find.")],
+    steps: Annotated[int, typer.Option(min=1, help="Integrated-gradient steps.")] = 20,
+    threshold: Annotated[float, typer.Option(help="Keep neurons above this fraction of the maximum.")] = 0.2,
+    share: Annotated[float, typer.Option(help="Keep neurons found in at least this fraction of prompts.")] = 0.5,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Knowledge neurons (integrated gradients over MLP activations), checked by suppressing and amplifying them.
+
+    Example: [bold]editkit neurons toy --prompt "Pagu Kabrith plays the" --prompt "On stage, Pagu Kabrith plays the"
+             --target violin[/]
+    """
+    from editkit.locate.neurons import knowledge_neurons
+    from editkit.models import load_model
+
+    m, tok, a = load_model(model, device=device)
+    with console.status("integrated gradients", spinner="dots") if not json_out else contextlib.nullcontext():
+        r = knowledge_neurons(m, tok, a, prompt, target, steps=steps, threshold=threshold, share=share)
+    if json_out:
+        return _print_json(r.to_json())
+    table = Table(title=f"{len(r.neurons)} knowledge neurons for {target!r}")
+    for col in ("prompt", "p(target)", "suppressed (×0)", "amplified (×2)"):
+        table.add_column(col, justify="left" if col == "prompt" else "right")
+    for p, b, s_, a_ in zip(r.prompts, r.base_probs, r.suppressed_probs, r.amplified_probs, strict=True):
+        table.add_row(p, f"{b:.4f}", f"{s_:.4f}", f"{a_:.4f}")
+    console.print(table)
+    console.print(f"neurons (layer, index): {r.neurons[:20]}{' …' if len(r.neurons) > 20 else ''}")
+    console.print(
+        f"mean relative change of p(target): suppressed {r.suppress_change:+.1%}, amplified {r.amplify_change:+.1%}"
+    )
+
+
 @world_app.command("check")
 @cli_errors
 def world_check(

@@ -33,6 +33,8 @@ class Record:
 
     input: torch.Tensor | None = None
     output: torch.Tensor | None = None
+    args: tuple | None = None
+    kwargs: dict | None = None
 
 
 def _main(x):
@@ -48,6 +50,7 @@ class Trace(dict):
 
     retain_output / retain_input: keep what each module returned / received (detached unless
     `detach=False`, cloned when `clone=True` so later in-place ops cannot change it).
+    retain_args: keep the whole call (`args`, `kwargs`, as passed), e.g. to re-run a block by hand.
     edit_output(out, name) / edit_input(inp, name): return the tensor the model should use instead.
     stop: end the forward pass after the last named module has run (saves the rest of the model).
     """
@@ -58,6 +61,7 @@ class Trace(dict):
         names: str | Iterable[str],
         retain_output: bool = True,
         retain_input: bool = False,
+        retain_args: bool = False,
         edit_output: EditFn | None = None,
         edit_input: EditFn | None = None,
         detach: bool = True,
@@ -87,6 +91,8 @@ class Trace(dict):
                     x = kwargs[key]
                 if retain_input:
                     record.input = keep(x)
+                if retain_args:
+                    record.args, record.kwargs = args, dict(kwargs)
                 if edit_input is None:
                     return None
                 new = edit_input(x, name)
@@ -104,7 +110,7 @@ class Trace(dict):
                     raise StopForward
                 return output
 
-            if retain_input or edit_input is not None:
+            if retain_input or retain_args or edit_input is not None:
                 self._handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
             self._handles.append(module.register_forward_hook(post_hook))
 

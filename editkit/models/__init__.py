@@ -1,7 +1,7 @@
 """Models: loading (`load_model`), architecture adapters, and next-token prediction."""
 
 from editkit.models.adapters import BLOCK_KINDS, FAMILIES, Adapter, adapter_for, get_module, weight_out_in
-from editkit.models.loading import ModelBundle, load_model, toy_dir
+from editkit.models.loading import ModelBundle, data_dir, load_model, toy_dir
 from editkit.models.predict import Prediction, next_token_probs, top_k
 
 __all__ = [
@@ -10,7 +10,7 @@ __all__ = [
     "Adapter",
     "ModelBundle",
     "Prediction",
-    "adapter_for",
+    "adapter_for", "data_dir",
     "get_module",
     "load_model",
     "next_token_probs",

@@ -23,10 +23,15 @@ class ModelBundle(NamedTuple):
     adapter: Adapter
 
 
+def data_dir() -> Path:
+    """`data/` of the checkout editkit was installed from (shipped toy world and small public files)."""
+    return Path(__file__).resolve().parents[2] / "data"
+
+
 def toy_dir() -> Path:
     """The shipped toy world: `$EDITKIT_TOY_DIR`, else `data/toy` of the checkout editkit was installed from."""
     root = os.environ.get("EDITKIT_TOY_DIR")
-    path = Path(root) if root else Path(__file__).resolve().parents[2] / "data" / "toy"
+    path = Path(root) if root else data_dir() / "toy"
     if not (path / "model" / "config.json").exists():
         raise EditkitError(
             f"toy model not found at {path}/model; install editkit from a source checkout (pip install -e .) "
@@ -74,7 +79,9 @@ def load_model(
     `device` ('auto': CUDA, then MPS, then CPU). The architecture is checked before weights are read.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     source = resolve_model_path(name_or_path)
     if isinstance(dtype, str):
         if dtype not in _DTYPES:

@@ -1,0 +1,273 @@
+"""Average indirect effect over a dataset (ROME Figure 2): trace every fact the model gets right, store
+the per-case arrays in one HDF5 file written case by case (an interrupted run resumes where it stopped),
+then average the indirect effect per token bucket and layer with 95% confidence intervals."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from editkit.errors import EditkitError
+from editkit.locate.tracing import KINDS, trace
+
+BUCKETS = (
+    "first subject token",
+    "middle subject tokens",
+    "last subject token",
+    "first subsequent token",
+    "further tokens",
+    "last token",
+)
+
+
+@dataclass(frozen=True)
+class TraceCase:
+    """One fact to trace: the prompt (ends right before the answer), its subject and the true answer."""
+
+    case_id: str
+    prompt: str
+    subject: str
+    answer: str
+
+
+def trace_cases(records: Iterable[dict], source: str = "records") -> list[TraceCase]:
+    """Cases from known_1000 records (`prompt`, `subject`, `attribute`) or CounterFact records
+    (`requested_rewrite` with `prompt`, `subject`, `target_true`); a clear error names a bad record."""
+    cases = []
+    for i, r in enumerate(records):
+        try:
+            if "requested_rewrite" in r:
+                rw = r["requested_rewrite"]
+                case = TraceCase(
+                    str(r.get("case_id", i)),
+                    rw["prompt"].format(rw["subject"]),
+                    rw["subject"],
+                    rw["target_true"]["str"],
+                )
+            else:
+                case = TraceCase(str(r.get("known_id", i)), r["prompt"], r["subject"], r["attribute"])
+        except (KeyError, TypeError, AttributeError) as e:
+            raise EditkitError(
+                f"{source}: record {i} is not a known_1000 or CounterFact record (missing {e}); "
+                "known_1000 needs prompt, subject, attribute; CounterFact needs requested_rewrite"
+            ) from None
+        cases.append(case)
+    return cases
+
+
+def load_trace_cases(dataset: str, limit: int | None = None) -> list[TraceCase]:
+    """`toy` (one training-template prompt per toy fact), or a known_1000 / CounterFact JSON file."""
+    from editkit.models import toy_dir
+
+    if dataset == "toy":
+        from editkit.world import World
+
+        world = World.load(toy_dir() / "world.json")
+        cases = [
+            TraceCase(
+                str(i), world.relations[f.relation_id]["train_templates"][0].format(f.subject), f.subject, f.object
+            )
+            for i, f in enumerate(world.facts)
+        ]
+    else:
+        path = Path(dataset)
+        if not path.is_file():
+            raise EditkitError(f"dataset {dataset} not found; pass 'toy' or a known_1000 / CounterFact JSON file")
+        try:
+            records = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise EditkitError(f"{dataset} is not valid JSON ({e}); pass a JSON list of records") from None
+        cases = trace_cases(records, source=dataset)
+    return cases[:limit] if limit else cases
+
+
+def _settings(**kw) -> str:
+    return json.dumps(kw, sort_keys=True)
+
+
+def trace_dataset(
+    model,
+    tokenizer,
+    adapter,
+    cases: Sequence[TraceCase],
+    path: str | Path,
+    kinds: Sequence[str] = KINDS,
+    window: int = 10,
+    noise: str | float = "s3",
+    samples: int = 10,
+    seed: int = 1,
+    noise_subjects: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, int]:
+    """Trace `cases` into the HDF5 file `path`, one group per case, resuming a previous run of the same
+    settings. Facts the model gets wrong (top-1 is not the answer's first token) are recorded and skipped,
+    as in the paper. Returns counts: {"traced", "skipped_wrong", "resumed"}."""
+    import h5py
+
+    from editkit.tokens import target_ids
+
+    settings = _settings(kinds=list(kinds), window=window, noise=str(noise), samples=samples, seed=seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    counts = {"traced": 0, "skipped_wrong": 0, "resumed": 0}
+    try:
+        f = h5py.File(path, "a")
+    except OSError as e:
+        raise EditkitError(f"{path} is not a readable HDF5 file ({e}); delete it or pass another --out") from None
+    with f:
+        if f.attrs.get("settings", settings) != settings:
+            raise EditkitError(f"{path} holds a run with other settings ({f.attrs['settings']}); pass another --out")
+        f.attrs["settings"] = settings
+        cases_group = f.require_group("cases")
+        for name in [n for n, g in cases_group.items() if not g.attrs.get("done", False)]:
+            del cases_group[name]  # torn by an interruption: redo
+        for i, case in enumerate(cases):
+            key = f"{i:06d}"
+            if key in cases_group:
+                counts["resumed"] += 1
+            else:
+                _trace_one(
+                    model,
+                    tokenizer,
+                    adapter,
+                    case,
+                    cases_group.create_group(key),
+                    target_ids,
+                    counts,
+                    dict(
+                        kinds=kinds,
+                        window=window,
+                        noise=noise,
+                        samples=samples,
+                        seed=seed,
+                        noise_subjects=noise_subjects,
+                    ),
+                )
+                f.flush()
+            if progress:
+                progress(i + 1, len(cases))
+    return counts
+
+
+def _trace_one(model, tokenizer, adapter, case: TraceCase, g, target_ids, counts: dict, kw: dict) -> None:
+    r = trace(model, tokenizer, adapter, case.prompt, case.subject, **{**kw, "kinds": []})
+    correct = r.answer_id == target_ids(tokenizer, case.prompt, case.answer)[0]
+    g.attrs.update(case_id=case.case_id, prompt=case.prompt, subject=case.subject, answer=case.answer, correct=correct)
+    if correct:
+        r = trace(model, tokenizer, adapter, case.prompt, case.subject, **kw)
+        g.attrs.update(
+            subject_range=list(r.subject_range),
+            tokens=json.dumps(r.tokens),
+            clean_score=r.clean_score,
+            corrupted_score=r.corrupted_score,
+            noise=r.noise,
+        )
+        for kind, scores in r.scores.items():
+            g.create_dataset(kind, data=scores)
+    counts["traced" if correct else "skipped_wrong"] += 1
+    g.attrs["done"] = True
+
+
+def bucket_rows(scores: np.ndarray, subject_range: Sequence[int]) -> np.ndarray:
+    """`[6, layers]`: the scores averaged over each token bucket (NaN where a bucket is empty)."""
+    b, e = subject_range
+    T = scores.shape[0]
+    spans = [(b, b + 1), (b + 1, e - 1), (e - 1, e), (e, min(e + 1, T - 1)), (e + 1, T - 1), (T - 1, T)]
+    out = np.full((len(spans), scores.shape[1]), np.nan)
+    for i, (lo, hi) in enumerate(spans):
+        if hi > lo:
+            out[i] = scores[lo:hi].mean(0)
+    return out
+
+
+@dataclass
+class AIE:
+    """Average indirect effect per kind: `mean[kind]` and `ci95[kind]` are `[6 buckets, layers]`."""
+
+    n: int
+    kinds: list[str]
+    mean: dict[str, np.ndarray]
+    ci95: dict[str, np.ndarray]
+    clean: float
+    corrupted: float
+
+    def peaks(self) -> dict[str, dict[str, int]]:
+        """Peak layer of the indirect effect at the last subject token and at the last token, per kind."""
+        return {
+            k: {
+                "last subject token": int(np.nanargmax(self.mean[k][2])),
+                "last token": int(np.nanargmax(self.mean[k][5])),
+            }
+            for k in self.kinds
+        }
+
+    def to_json(self) -> dict:
+        return {
+            "n": self.n,
+            "buckets": list(BUCKETS),
+            "clean_score": self.clean,
+            "corrupted_score": self.corrupted,
+            "peaks": self.peaks(),
+            "aie": {k: self.mean[k].tolist() for k in self.kinds},
+            "ci95": {k: self.ci95[k].tolist() for k in self.kinds},
+        }
+
+
+def average_indirect_effect(path: str | Path) -> AIE:
+    """Indirect effect (restored − corrupted probability) averaged over the traced cases, per bucket and layer."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        groups = [g for g in f["cases"].values() if g.attrs.get("correct", False)]
+        if not groups:
+            raise EditkitError(f"{path} has no traced case the model gets right; trace more cases")
+        kinds = [k for k in KINDS if k in groups[0]]
+        per = {
+            k: np.stack([bucket_rows(g[k][()] - g.attrs["corrupted_score"], g.attrs["subject_range"]) for g in groups])
+            for k in kinds
+        }
+        clean = float(np.mean([g.attrs["clean_score"] for g in groups]))
+        corrupted = float(np.mean([g.attrs["corrupted_score"] for g in groups]))
+    mean = {k: np.nanmean(v, axis=0) for k, v in per.items()}
+    ci95 = {k: 1.96 * np.nanstd(v, axis=0, ddof=1) / np.sqrt(np.sum(~np.isnan(v), axis=0)) for k, v in per.items()}
+    return AIE(len(groups), kinds, mean, ci95, clean, corrupted)
+
+
+def plot_aie(aie: AIE, path: str | Path) -> Path:
+    """Line plots of the AIE over layers, one panel per kind and one line per token bucket, with 95% CIs."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from editkit.io import atomic_write_bytes
+    from editkit.locate.plots import CMAPS
+
+    fig, axes = plt.subplots(1, len(aie.kinds), figsize=(4 * len(aie.kinds), 3), squeeze=False)
+    for ax, kind in zip(axes[0], aie.kinds, strict=True):
+        cmap = plt.get_cmap(CMAPS[kind])
+        layers = np.arange(aie.mean[kind].shape[1])
+        for i, bucket in enumerate(BUCKETS):
+            m, c = aie.mean[kind][i], aie.ci95[kind][i]
+            if np.all(np.isnan(m)):
+                continue
+            colour = cmap(0.35 + 0.65 * i / (len(BUCKETS) - 1))
+            ax.plot(layers, m, label=bucket, color=colour, lw=1.5)
+            ax.fill_between(layers, m - c, m + c, color=colour, alpha=0.2)
+        ax.set_title(f"AIE of restoring {'hidden states' if kind == 'hidden' else kind} (n={aie.n})", fontsize=9)
+        ax.set_xlabel("layer" if kind == "hidden" else "centre of restored window", fontsize=8)
+        ax.set_ylabel("average indirect effect on p(answer)", fontsize=8)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
