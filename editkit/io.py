@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+
+from editkit.errors import EditkitError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -29,3 +33,29 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def atomic_directory(path: str | Path, replace_if: str | None = None):
+    """Yield a temporary directory next to `path`; on success rename it to `path` (readers never see a half
+    written directory). An existing `path` is replaced only if it holds the file `replace_if`."""
+    path = Path(path)
+    if path.exists() and not (
+        path.is_dir() and (not any(path.iterdir()) or (replace_if and (path / replace_if).exists()))
+    ):
+        raise EditkitError(f"{path} exists and is not an editkit output directory; pass a new directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        if path.exists():
+            old = tmp.with_suffix(".old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

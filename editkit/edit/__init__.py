@@ -1,0 +1,64 @@
+"""Editing facts: FT / FT-L, ROME / r-ROME, MEMIT and AlphaEdit behind one signature
+
+    apply_<method>(model, tokenizer, adapter, requests, hparams, stats, history=None) -> EditResult
+
+and `edit`, which runs a method in batch mode (all requests in one call) or sequential mode (one request
+at a time, each on the model the previous ones left, all recorded in one EditResult)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from editkit.edit.alphaedit import apply_alphaedit
+from editkit.edit.common import check_requests
+from editkit.edit.ft import apply_ft
+from editkit.edit.hparams import load_hparams
+from editkit.edit.memit import apply_memit
+from editkit.edit.result import Delta, EditResult
+from editkit.edit.rome import apply_rome
+from editkit.edit.stats import Stats
+from editkit.errors import EditkitError
+from editkit.requests import EditRequest
+
+METHODS: dict[str, Callable[..., EditResult]] = {
+    "ft": apply_ft,
+    "ft-l": apply_ft,
+    "rome": apply_rome,
+    "r-rome": apply_rome,
+    "memit": apply_memit,
+    "alphaedit": apply_alphaedit,
+}
+MODES = ("batch", "sequential")
+
+
+def edit(
+    model,
+    tokenizer,
+    adapter,
+    requests: list[EditRequest],
+    method: str,
+    hparams,
+    stats: Stats | None,
+    mode: str = "batch",
+) -> EditResult:
+    """Apply `method` to `requests` in `mode` ('batch' or 'sequential'); returns the sealed EditResult."""
+    if method not in METHODS:
+        raise EditkitError(f"unknown edit method {method!r}; use one of {', '.join(METHODS)}")
+    if mode not in MODES:
+        raise EditkitError(f"unknown mode {mode!r}; use 'batch' or 'sequential'")
+    check_requests(tokenizer, requests)
+    fn = METHODS[method]
+    if mode == "batch":
+        return fn(model, tokenizer, adapter, requests, hparams, stats)
+    result = None
+    for r in requests:
+        result = fn(model, tokenizer, adapter, [r], hparams, stats, history=result)
+    return result
+
+
+def needs_stats(method: str, hparams) -> bool:
+    """Whether `method` uses the second-moment statistics C."""
+    return method in ("memit", "alphaedit") or (method in ("rome", "r-rome") and hparams.mom2_adjustment)
+
+
+__all__ = ["METHODS", "MODES", "Delta", "EditResult", "Stats", "edit", "load_hparams", "needs_stats"]

@@ -1,0 +1,45 @@
+"""Edited checkpoints: `save_pretrained` (safetensors) + tokenizer + provenance.json, written to a temporary
+directory and renamed into place, loadable with plain transformers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from editkit.errors import EditkitError
+from editkit.io import atomic_directory
+
+PROVENANCE = "provenance.json"
+
+
+def save_checkpoint(model, tokenizer, path: str | Path, result=None, source: str = "") -> Path:
+    """Write the (edited) model and tokenizer to `path`; provenance.json says where it came from and which
+    edit it carries (method, requests, fingerprints)."""
+    info = {
+        "format": "editkit-checkpoint/1",
+        "source_model": source,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if result is not None:
+        info["edit"] = {
+            "method": result.method,
+            "modules": result.modules,
+            "requests": [dataclasses.asdict(r) for r in result.requests],
+            "fingerprint": result.fingerprint,
+            "edited_fingerprint": result.edited_fingerprint,
+        }
+    with atomic_directory(path, replace_if=PROVENANCE) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / PROVENANCE).write_text(json.dumps(info, indent=2) + "\n")
+    return Path(path)
+
+
+def read_provenance(path: str | Path) -> dict:
+    """The provenance of an editkit checkpoint, or a clear error for any other directory."""
+    file = Path(path) / PROVENANCE
+    if not file.exists():
+        raise EditkitError(f"{path} has no {PROVENANCE}; pass a directory written by --save-checkpoint")
+    return json.loads(file.read_text())

@@ -1,0 +1,55 @@
+"""MEMIT (Meng et al. 2023): many edits at once, spread over a range of layers.
+
+z_i (the target hidden state at the last edited layer, found like ROME's v*) fixes what the residual
+stream must carry; each layer l of the range, in order, takes its share R/(L−l) of what is still missing
+and solves ΔW = R Kᵀ (λC + K Kᵀ)⁻¹ in float64. AlphaEdit reuses `spread` with its own solve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from editkit.edit.common import context_prefixes, io_at_subject, mean_keys, optimise_target
+from editkit.edit.hparams import MEMITHParams, to_dict
+from editkit.edit.result import Delta, EditResult
+from editkit.requests import EditRequest
+
+#: solve(layer, K [in, n], R [out, n]) -> ΔW [out, in], all float64.
+Solve = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def targets(model, tokenizer, adapter, requests: list[EditRequest], hp, prefixes) -> torch.Tensor:
+    """z per request, `[n, h]`: the block output at the last edited layer that makes the target likely."""
+    module = adapter.name("block", hp.layers[-1])
+    return torch.stack([optimise_target(model, tokenizer, module, r, prefixes, hp).value for r in requests])
+
+
+def spread(model, tokenizer, adapter, requests: list[EditRequest], hp, result: EditResult, solve: Solve) -> EditResult:
+    """Write the requests into every layer of `hp.layers`, lowest first, each layer solving for its share."""
+    prefixes = context_prefixes(model, tokenizer, hp.context_templates, hp.seed)
+    z = targets(model, tokenizer, adapter, requests, hp, prefixes).double()
+    layers = [i % adapter.n_layers for i in hp.layers]
+    z_module = adapter.name("block", layers[-1])
+    texts, subjects = [r.text for r in requests], [r.subject for r in requests]
+    for i, layer in enumerate(layers):
+        K = mean_keys(model, tokenizer, adapter, layer, requests, prefixes)[0].double().T
+        now = io_at_subject(model, tokenizer, z_module, texts, subjects)[1].double()
+        R = (z - now).T / (len(layers) - i)
+        dW = solve(layer, K, R.to(K.device))
+        result.push(model, Delta(adapter.name("mlp_out", layer), dense=dW.float(), keys=K.T.float()))
+    result.requests.extend(requests)
+    return result.seal(model)
+
+
+def apply_memit(
+    model, tokenizer, adapter, requests: list[EditRequest], hp: MEMITHParams, stats, history: EditResult | None = None
+) -> EditResult:
+    """MEMIT's batch update; ΔW = R Kᵀ (λC + K Kᵀ)⁻¹ with λ = mom2_update_weight."""
+
+    def solve(layer: int, K: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+        A = hp.mom2_update_weight * stats.C(layer).to(K.device) + K @ K.T
+        return R @ torch.linalg.solve(A, K).T
+
+    return spread(model, tokenizer, adapter, requests, hp, history or EditResult("memit", to_dict(hp)), solve)

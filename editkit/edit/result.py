@@ -1,0 +1,174 @@
+"""`EditResult`: what an edit changed, enough to re-apply it to the original model and to revert it bit for bit.
+
+Deltas are kept as the ordered list of updates the method wrote (rank-one factors `ΔW = v uᵀ` where the
+update is rank one), and the original bytes of every touched weight: float subtraction is not exact, so a
+revert copies the originals back instead of subtracting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from editkit.errors import EditkitError
+from editkit.io import atomic_directory
+from editkit.models.adapters import get_module, weight_out_in
+from editkit.requests import EditRequest
+
+META, TENSORS = "edit.json", "deltas.safetensors"
+
+
+@dataclass
+class Delta:
+    """One update of one `mlp_out` module's `[out, in]` weight: `v uᵀ` (rank one) or `dense`, plus the keys
+    it wrote and the values v* they should now produce (for checks and for AlphaEdit's preserved keys)."""
+
+    module: str
+    u: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+    dense: torch.Tensor | None = None
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+
+    def matrix(self) -> torch.Tensor:
+        """ΔW as a float32 `[out, in]` matrix; the outer product rounds each element once, the same everywhere."""
+        return torch.outer(self.v, self.u) if self.dense is None else self.dense
+
+
+def weight(model, module: str) -> torch.Tensor:
+    return weight_out_in(get_module(model, module))
+
+
+def weights_fingerprint(model, modules: list[str]) -> str:
+    from editkit.edit.stats import fingerprint
+
+    return fingerprint([(m, weight(model, m)) for m in modules])
+
+
+@torch.no_grad()
+def write(model, delta: Delta) -> None:
+    """W ← W + ΔW, added in (at least) float32 and rounded to the weight's dtype: the one way deltas are written."""
+    w = weight(model, delta.module)
+    acc = torch.promote_types(w.dtype, torch.float32)
+    w.copy_((w.to(acc) + delta.matrix().to(w.device, acc)).to(w.dtype))
+
+
+@dataclass
+class EditResult:
+    """Touched modules, their deltas in order, the original weights and fingerprints before and after."""
+
+    method: str
+    hparams: dict
+    requests: list[EditRequest] = field(default_factory=list)
+    deltas: list[Delta] = field(default_factory=list)
+    original: dict[str, torch.Tensor] = field(default_factory=dict)
+    fingerprint: str = ""
+    edited_fingerprint: str = ""
+    model: str = ""
+
+    @property
+    def modules(self) -> list[str]:
+        return list(self.original)
+
+    def push(self, model, delta: Delta) -> None:
+        """Write `delta` into `model` and record it (keeping the module's original weight on first touch)."""
+        if delta.module not in self.original:
+            self.original[delta.module] = weight(model, delta.module).detach().clone().cpu()
+        write(model, delta)
+        self.deltas.append(delta)
+
+    def seal(self, model) -> EditResult:
+        """Compute the fingerprints once all deltas are written."""
+        self.fingerprint = _fingerprint({m: w for m, w in self.original.items()})
+        self.edited_fingerprint = weights_fingerprint(model, self.modules)
+        return self
+
+    # --- apply / revert ---------------------------------------------------------------------------------
+
+    def apply(self, model) -> None:
+        """Write this edit into an unedited copy of the original model; refuses any other model."""
+        self._expect(model, self.fingerprint, "the model this edit was made on (its original weights differ)")
+        for d in self.deltas:
+            write(model, d)
+        self._expect(model, self.edited_fingerprint, "the edited weights (applying reproduced different bytes)")
+
+    @torch.no_grad()
+    def revert(self, model) -> None:
+        """Restore every touched weight bit for bit; refuses a model that does not carry this edit."""
+        self._expect(model, self.edited_fingerprint, "a model carrying this edit (its weights differ)")
+        for m, w in self.original.items():
+            weight(model, m).copy_(w)
+
+    def _expect(self, model, fp: str, what: str) -> None:
+        got = weights_fingerprint(model, self.modules)
+        if got != fp:
+            raise EditkitError(
+                f"fingerprint mismatch on {', '.join(self.modules)}: the model is not {what}; "
+                f"expected {fp[:12]}, got {got[:12]}"
+            )
+
+    # --- files -------------------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """`path/edit.json` (method, hparams, requests, fingerprints) + `path/deltas.safetensors`, atomically."""
+        from safetensors.torch import save_file
+
+        tensors = {f"original.{m}": w.contiguous() for m, w in self.original.items()}
+        meta = []
+        for i, d in enumerate(self.deltas):
+            parts = {k: getattr(d, k) for k in ("u", "v", "dense", "keys", "values") if getattr(d, k) is not None}
+            tensors.update({f"delta.{i}.{k}": t.detach().cpu().contiguous() for k, t in parts.items()})
+            meta.append({"module": d.module, "rank_one": d.dense is None, "tensors": sorted(parts)})
+        info = {
+            "format": "editkit-edit/1",
+            "method": self.method,
+            "model": self.model,
+            "hparams": self.hparams,
+            "requests": [dataclasses.asdict(r) for r in self.requests],
+            "modules": self.modules,
+            "deltas": meta,
+            "fingerprint": self.fingerprint,
+            "edited_fingerprint": self.edited_fingerprint,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        with atomic_directory(path, replace_if=META) as tmp:
+            save_file(tensors, str(tmp / TENSORS))
+            (tmp / META).write_text(json.dumps(info, indent=2) + "\n")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EditResult:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / META).exists() or not (path / TENSORS).exists():
+            raise EditkitError(
+                f"{path} is not an edit directory (no {META} / {TENSORS}); pass `editkit edit --out` output"
+            )
+        info = json.loads((path / META).read_text())
+        tensors = load_file(str(path / TENSORS))
+        deltas = [
+            Delta(d["module"], **{k: tensors[f"delta.{i}.{k}"] for k in d["tensors"]})
+            for i, d in enumerate(info["deltas"])
+        ]
+        return cls(
+            method=info["method"],
+            hparams=info["hparams"],
+            requests=[EditRequest(**r) for r in info["requests"]],
+            deltas=deltas,
+            original={m: tensors[f"original.{m}"] for m in info["modules"]},
+            fingerprint=info["fingerprint"],
+            edited_fingerprint=info["edited_fingerprint"],
+            model=info.get("model", ""),
+        )
+
+
+def _fingerprint(weights: dict[str, torch.Tensor]) -> str:
+    from editkit.edit.stats import fingerprint
+
+    return fingerprint(list(weights.items()))

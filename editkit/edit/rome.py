@@ -1,0 +1,48 @@
+"""ROME (Meng et al. 2022): one rank-one update W' = W + Λ (C⁻¹k̄)ᵀ of one MLP output projection per request.
+
+u = C⁻¹k̄ / ‖C⁻¹k̄‖ with k̄ the key averaged over context prefixes; v* optimised at the subject's last token;
+Λ = (v* − W k − b) / (uᵀk). ROME takes k, W k from the bare prompt; r-ROME (Gupta et al. 2024,
+`original_key=False`) uses k̄ there too, which removes the key mismatch that makes sequential ROME collapse.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from editkit.edit.common import context_prefixes, mean_keys, optimise_target
+from editkit.edit.hparams import ROMEHParams, to_dict
+from editkit.edit.result import Delta, EditResult
+from editkit.requests import EditRequest
+
+
+def apply_rome(
+    model, tokenizer, adapter, requests: list[EditRequest], hp: ROMEHParams, stats, history: EditResult | None = None
+) -> EditResult:
+    """Edit each request in turn (each on the model the previous one left), one rank-one update each."""
+    result = history or EditResult("rome" if hp.original_key else "r-rome", to_dict(hp))
+    prefixes = context_prefixes(model, tokenizer, hp.context_templates, hp.seed)
+    layer = hp.layers[0] % adapter.n_layers
+    for request in requests:
+        result.push(model, rome_delta(model, tokenizer, adapter, request, hp, stats, layer, prefixes))
+        result.requests.append(request)
+    return result.seal(model)
+
+
+def rome_delta(model, tokenizer, adapter, request: EditRequest, hp: ROMEHParams, stats, layer: int, prefixes):
+    """The rank-one Delta for one request at `layer`: u (key direction) and v = Λ."""
+    k_bar, out_bar = mean_keys(model, tokenizer, adapter, layer, [request], prefixes)
+    u = k_bar[0].double()
+    if hp.mom2_adjustment:
+        u = torch.linalg.solve(stats.C(layer).to(u.device), u)
+    u = u / u.norm()
+    target = optimise_target(model, tokenizer, adapter.name("mlp_out", layer), request, prefixes, hp)
+    if hp.original_key:
+        k, out = mean_keys(model, tokenizer, adapter, layer, [request], ["{}"])
+    else:
+        k, out = k_bar, out_bar
+    k, out = k[0].double(), out[0].double()
+    v_star = target.value.double()
+    lam = (v_star - out) / (k @ u)
+    return Delta(
+        adapter.name("mlp_out", layer), u=u.float(), v=lam.float(), keys=k.float()[None], values=v_star.float()[None]
+    )

@@ -1,0 +1,160 @@
+"""The edit workflows behind `editkit edit / apply / revert / stats`, as library calls returning plain data."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from editkit.edit import EditResult, Stats, edit, load_hparams, needs_stats
+from editkit.edit.checkpoint import read_provenance, save_checkpoint
+from editkit.errors import EditkitError
+from editkit.requests import EditRequest
+
+#: The edit carried inside a checkpoint directory, so that `revert` needs nothing else.
+CHECKPOINT_EDIT = "editkit_edit"
+
+
+def probe_prompts(request: EditRequest, record: dict | None = None) -> dict[str, str]:
+    """Prompts to show before/after: the edit prompt, a paraphrase and a neighbour (another subject, same
+    relation) from the CounterFact record or, for toy-world templates, from the toy world."""
+    probes = {"edit": request.text}
+    if record is not None and record.get("paraphrase_prompts"):
+        probes["paraphrase"] = record["paraphrase_prompts"][0]
+    if record is not None and record.get("neighborhood_prompts"):
+        probes["neighbour"] = record["neighborhood_prompts"][0]
+    if len(probes) == 1:
+        probes.update(_toy_probes(request))
+    return probes
+
+
+def _toy_probes(request: EditRequest) -> dict[str, str]:
+    try:
+        from editkit.models import toy_dir
+        from editkit.world import World
+
+        world = World.load(toy_dir() / "world.json")
+    except (EditkitError, OSError):
+        return {}
+    for rid, rel in world.relations.items():
+        if request.prompt in rel["train_templates"] + rel["heldout_templates"]:
+            other = next(f.subject for f in world.facts if f.relation_id == rid and f.subject != request.subject)
+            return {
+                "paraphrase": rel["heldout_templates"][0].format(request.subject),
+                "neighbour": request.prompt.format(other),
+            }
+    return {}
+
+
+def predictions(model, tokenizer, prompts: dict[str, str], request: EditRequest) -> list[dict]:
+    """Top-1 token per probe prompt, with the probabilities of target_new and target_true's first tokens."""
+    from editkit.models import next_token_probs
+    from editkit.tokens import target_ids
+
+    probs = next_token_probs(model, tokenizer, list(prompts.values()))
+    out = []
+    for (kind, prompt), p in zip(prompts.items(), probs, strict=True):
+        row = {"probe": kind, "prompt": prompt, "top": tokenizer.decode([int(p.argmax())]), "top_prob": p.max().item()}
+        for key in ("target_new", "target_true"):
+            if getattr(request, key):
+                row[f"p_{key}"] = p[target_ids(tokenizer, prompt, getattr(request, key))[0]].item()
+        out.append(row)
+    return out
+
+
+def make_stats(model, tokenizer, adapter, hp, cache_dir=None, progress=False) -> Stats:
+    return Stats(model, tokenizer, adapter, hp.mom2_corpus, hp.mom2_n_tokens, cache_dir=cache_dir, progress=progress)
+
+
+def run_edit(
+    model_name: str,
+    requests: list[EditRequest],
+    method: str,
+    mode: str = "batch",
+    hparams_file: str | Path | None = None,
+    overrides: tuple[str, ...] = (),
+    out: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    device: str = "cpu",
+    record: dict | None = None,
+    progress: bool = False,
+) -> dict:
+    """Load the model, edit it, and report before/after predictions on the first request's probes; save the
+    edit to `out` and the edited model to `checkpoint` (which also carries the edit, for `revert`)."""
+    from editkit.models import load_model
+
+    hp = load_hparams(method, model_name, hparams_file, overrides)
+    model, tokenizer, adapter = load_model(model_name, device=device)
+    stats = make_stats(model, tokenizer, adapter, hp, cache_dir, progress) if needs_stats(method, hp) else None
+    probes = probe_prompts(requests[0], record)
+    before = predictions(model, tokenizer, probes, requests[0])
+    result = edit(model, tokenizer, adapter, requests, method, hp, stats, mode)
+    result.model = model_name
+    after = predictions(model, tokenizer, probes, requests[0])
+    if out is not None:
+        result.save(out)
+    if checkpoint is not None:
+        write_checkpoint(model, tokenizer, checkpoint, result, model_name)
+    return {
+        "method": method,
+        "mode": mode,
+        "requests": [dataclasses.asdict(r) for r in requests],
+        "before": before,
+        "after": after,
+        "edit_dir": str(out) if out is not None else None,
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+    }
+
+
+def write_checkpoint(model, tokenizer, path, result: EditResult, source: str) -> None:
+    save_checkpoint(model, tokenizer, path, result, source)
+    result.save(Path(path) / CHECKPOINT_EDIT)
+
+
+def run_apply(model_name: str, edit_dir: str | Path, checkpoint: str | Path, device: str = "cpu") -> dict:
+    """Apply a saved edit to the model it was made on and write the edited checkpoint."""
+    from editkit.models import load_model
+
+    result = EditResult.load(edit_dir)
+    model, tokenizer, _ = load_model(model_name, device=device)
+    result.apply(model)
+    write_checkpoint(model, tokenizer, checkpoint, result, model_name)
+    return {"edit_dir": str(edit_dir), "checkpoint": str(checkpoint), "modules": result.modules}
+
+
+def run_revert(checkpoint: str | Path, out: str | Path, device: str = "cpu") -> dict:
+    """Restore an edited checkpoint's touched weights bit for bit and write the result to `out`."""
+    from editkit.models import load_model
+
+    info = read_provenance(checkpoint)
+    result = EditResult.load(Path(checkpoint) / CHECKPOINT_EDIT)
+    model, tokenizer, _ = load_model(str(checkpoint), device=device)
+    result.revert(model)
+    save_checkpoint(model, tokenizer, out, None, f"{info.get('source_model', '')} (reverted from {checkpoint})")
+    return {"checkpoint": str(checkpoint), "out": str(out), "modules": result.modules}
+
+
+def run_stats(
+    model_name: str,
+    layers: list[int],
+    corpus: str = "toy",
+    n_tokens: int = 100_000,
+    cache_dir=None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> dict:
+    """Compute (or read from the cache) C = E[k kᵀ] at `layers`; report where each is cached."""
+    from editkit.models import load_model
+
+    model, tokenizer, adapter = load_model(model_name, device=device)
+    stats = Stats(model, tokenizer, adapter, corpus, n_tokens, cache_dir=cache_dir, progress=progress)
+    cs = stats.compute(layers)
+    return {
+        "model": model_name,
+        "corpus": corpus,
+        "n_tokens": n_tokens,
+        "layers": {
+            str(i): {"dim": c.shape[0], "trace": c.trace().item(), "cache": str(stats.path(stats.key(i)))}
+            for i, c in cs.items()
+        },
+    }

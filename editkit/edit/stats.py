@@ -1,0 +1,337 @@
+"""Second-moment statistics C = E[k kᵀ] of the keys k (inputs of an MLP output projection), accumulated in
+float64 over a corpus and cached in HDF5.
+
+A cache file is keyed by a fingerprint of the weights that produce the keys, the module, the corpus and the
+token count. Partial sums are checkpointed, so an interrupted computation resumes where it stopped; a file
+whose checksum, shape or key does not match is reported and recomputed, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from editkit.errors import EditkitError
+from editkit.hooks import Trace
+from editkit.io import atomic_write_bytes
+
+FORMAT_VERSION = 1
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """`cache_dir`, else `$EDITKIT_CACHE`, else ~/.cache/editkit."""
+    return Path(cache_dir or os.environ.get("EDITKIT_CACHE") or Path.home() / ".cache" / "editkit").expanduser()
+
+
+def fingerprint(named: list[tuple[str, torch.Tensor]], sample: int | None = None) -> str:
+    """sha256 over names, shapes, dtypes and bytes of tensors; with `sample`, of at most `sample` evenly
+    strided elements per tensor (cheap identity for big models)."""
+    h = hashlib.sha256()
+    for name, t in named:
+        flat = t.detach().reshape(-1)
+        if sample is not None and flat.numel() > sample:
+            flat = flat[:: flat.numel() // sample]
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(flat.contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def key_fingerprint(model, adapter, layer: int) -> str:
+    """Identity of everything that computes the keys at `layer`: embeddings and blocks 0..layer (sampled)."""
+    prefixes = (adapter.embed, *(adapter.name("block", i) + "." for i in range(layer + 1)))
+    named = [(n, p) for n, p in model.named_parameters() if n.startswith(prefixes)]
+    return fingerprint(named, sample=1 << 16)
+
+
+# --- corpora ---------------------------------------------------------------------------------------------
+
+
+def open_corpus(corpus: str) -> tuple[str, Callable[[], Iterator[str]]]:
+    """(identity, texts) of a corpus: 'toy', a .txt file (one text per line), a .jsonl file (field 'text'),
+    or a Hugging Face dataset 'name[:config]' (train split, field 'text') where `datasets` is installed."""
+    if corpus == "toy":
+        from editkit.models import toy_dir
+
+        return open_corpus(str(toy_dir() / "corpus.txt"))
+    path = Path(corpus).expanduser()
+    if path.is_file():
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.suffix == ".jsonl":
+            return f"file:{digest}", lambda: (json.loads(line)["text"] for line in path.open() if line.strip())
+        return f"file:{digest}", lambda: (line.rstrip("\n") for line in path.open() if line.strip())
+    if corpus.startswith((".", "/", "~")) or path.suffix in (".txt", ".jsonl"):
+        raise EditkitError(f"corpus file {corpus} does not exist; pass a .txt/.jsonl file, 'toy' or a dataset name")
+    try:
+        import datasets
+    except ImportError:
+        raise EditkitError(
+            f"corpus {corpus!r} is not a file and the `datasets` package is not installed; "
+            "pass a local .txt/.jsonl corpus or `pip install datasets`"
+        ) from None
+    name, _, config = corpus.partition(":")
+    try:
+        ds = datasets.load_dataset(name, config or None, split="train", streaming=True)
+    except Exception as e:  # noqa: BLE001 - network, unknown name: all one message for the user
+        raise EditkitError(f"could not open dataset {corpus!r} ({e}); pass a local corpus file instead") from None
+    return f"hf:{corpus}", lambda: (row["text"] for row in ds if row["text"].strip())
+
+
+def token_batches(tokenizer, texts: Iterator[str], max_len: int, batch_tokens: int) -> Iterator[list[list[int]]]:
+    """Greedy batches of token rows (each text truncated to `max_len`), about `batch_tokens` tokens each.
+    Batches depend only on the text order, so a resumed run sees the same batches."""
+    batch, size = [], 0
+    for text in texts:
+        ids = tokenizer(text)["input_ids"][:max_len]
+        if not ids:
+            continue
+        batch.append(ids)
+        size += len(ids)
+        if size >= batch_tokens:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+# --- the cache file ------------------------------------------------------------------------------------
+
+
+def _checksum(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def write_cache(path: Path, total: np.ndarray, attrs: dict) -> None:
+    """HDF5 file with the float64 sum of k kᵀ and its bookkeeping, written atomically."""
+    import h5py
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_dataset("sum_kkT", data=total)
+        for k, v in {**attrs, "checksum": _checksum(total), "format": FORMAT_VERSION}.items():
+            f.attrs[k] = v
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_cache(path: Path, expect: dict, dim: int) -> tuple[np.ndarray, dict]:
+    """(sum, attrs) of a cache file after checking format, key, shape and checksum; EditkitError if any fails."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            total = f["sum_kkT"][()]
+            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+    except (OSError, KeyError) as e:
+        raise EditkitError(
+            f"statistics cache {path} is corrupt (cannot read it: {e}); delete it to recompute"
+        ) from None
+    for k, v in expect.items():
+        if attrs.get(k) != v:
+            raise EditkitError(f"statistics cache {path} does not match: {k} is {attrs.get(k)!r}, expected {v!r}")
+    if total.shape != (dim, dim) or total.dtype != np.float64:
+        raise EditkitError(f"statistics cache {path} has shape {total.shape} {total.dtype}, expected ({dim}, {dim})")
+    if attrs.get("checksum") != _checksum(total):
+        raise EditkitError(f"statistics cache {path} is corrupt (checksum mismatch); delete it to recompute")
+    return total, attrs
+
+
+# --- accumulation -------------------------------------------------------------------------------------
+
+
+def _console_log(msg: str) -> None:
+    print(f"editkit: {msg}", file=sys.stderr)
+
+
+class Stats:
+    """Second moments C = E[k kᵀ] per layer for one model, computed on demand and cached on disk.
+
+    `C(layer)` returns a float64 `[in, in]` tensor. Several layers are computed in one pass with `compute`.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        adapter,
+        corpus: str = "toy",
+        n_tokens: int = 100_000,
+        cache_dir: str | Path | None = None,
+        progress: bool = False,
+        log: Callable[[str], None] = _console_log,
+        batch_tokens: int = 8192,
+        checkpoint_s: float = 60.0,
+    ):
+        self.model, self.tokenizer, self.adapter = model, tokenizer, adapter
+        self.corpus, self.n_tokens = corpus, n_tokens
+        self.root = cache_root(cache_dir) / "stats"
+        self.progress, self.log = progress, log
+        self.batch_tokens, self.checkpoint_s = batch_tokens, checkpoint_s
+        self._memo: dict[int, torch.Tensor] = {}
+        self._projectors: dict[tuple[int, float], torch.Tensor] = {}
+        self._corpus: tuple[str, Callable[[], Iterator[str]]] | None = None
+
+    def C(self, layer: int) -> torch.Tensor:
+        layer %= self.adapter.n_layers
+        if layer not in self._memo:
+            self.compute([layer])
+        return self._memo[layer]
+
+    def projector(self, layer: int, threshold: float) -> torch.Tensor:
+        """AlphaEdit's P = U Uᵀ over the eigenvectors of C with eigenvalue < threshold (float64, memoised)."""
+        key = (layer % self.adapter.n_layers, threshold)
+        if key not in self._projectors:
+            eigvals, U = torch.linalg.eigh(self.C(layer))
+            U = U[:, eigvals < threshold]
+            self._projectors[key] = U @ U.T
+        return self._projectors[key]
+
+    def _corpus_id(self) -> tuple[str, Callable[[], Iterator[str]]]:
+        if self._corpus is None:
+            self._corpus = open_corpus(self.corpus)
+        return self._corpus
+
+    def key(self, layer: int) -> dict:
+        """What a cache file for `layer` must have been computed from."""
+        return {
+            "fingerprint": key_fingerprint(self.model, self.adapter, layer),
+            "module": self.adapter.name("mlp_out", layer),
+            "corpus": self._corpus_id()[0],
+            "n_tokens": int(self.n_tokens),
+        }
+
+    def path(self, key: dict) -> Path:
+        name = f"{key['module']}-{key['corpus'].split(':')[-1][:12]}-{key['n_tokens']}.h5"
+        return self.root / key["fingerprint"][:16] / name
+
+    def dim(self, layer: int) -> int:
+        return self.adapter.mlp_out_weight(self.model, layer).shape[1]
+
+    def compute(self, layers: list[int]) -> dict[int, torch.Tensor]:
+        """C for each of `layers`: read complete caches, resume partial ones, compute the rest in one pass."""
+        layers = sorted({i % self.adapter.n_layers for i in layers} - set(self._memo))
+        todo = {}
+        for layer in layers:
+            key = self.key(layer)
+            state = self._load(layer, key)
+            if state is not None and state[1]["complete"]:
+                self._memo[layer] = torch.from_numpy(state[0] / state[1]["count"])
+            else:
+                todo[layer] = (key, state)
+        if todo:
+            self._accumulate(todo)
+        return {i: self._memo[i % self.adapter.n_layers] for i in layers}
+
+    def _load(self, layer: int, key: dict):
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            return read_cache(path, key, self.dim(layer))
+        except EditkitError as e:
+            self.log(f"{e}: recomputing")
+            path.unlink()
+            return None
+
+    def _accumulate(self, todo: dict) -> None:
+        """One pass over the corpus for every layer in `todo`, starting where the least advanced cache stopped.
+        Layers resumed from different points are not mixed: each resumes only if all share the same point."""
+        states = {i: s for i, (_, s) in todo.items()}
+        starts = {s[1]["texts_done"] if s else 0 for s in states.values()}
+        resume = len(starts) == 1 and next(iter(starts)) > 0
+        total = {i: (states[i][0] if resume else np.zeros((self.dim(i),) * 2)) for i in todo}
+        count = next(iter(states.values()))[1]["count"] if resume else 0
+        texts_done = next(iter(starts)) if resume else 0
+        if resume:
+            self.log(f"resuming statistics from {count:,} tokens")
+        device = next(self.model.parameters()).device
+        names = {self.adapter.name("mlp_out", i): i for i in todo}
+        max_len = int(getattr(self.model.config, "max_position_embeddings", None) or 1024)
+        texts = self._corpus_id()[1]()
+        for _ in range(texts_done):
+            next(texts, None)
+        acc = {i: torch.from_numpy(t) for i, t in total.items()}
+        last_save = time.monotonic()
+        with _progress(self.progress, self.n_tokens, count, ", ".join(map(str, todo))) as bar:
+            for rows in token_batches(self.tokenizer, texts, min(max_len, 1024), self.batch_tokens):
+                if count >= self.n_tokens:
+                    break
+                keys = self._keys(rows, names, device)
+                take = min(self.n_tokens - count, next(iter(keys.values())).shape[0])
+                for i, k in keys.items():
+                    k = k[:take].double().cpu()
+                    acc[i].addmm_(k.T, k)
+                count += take
+                texts_done += len(rows)
+                bar(take)
+                if time.monotonic() - last_save > self.checkpoint_s and count < self.n_tokens:
+                    self._save(todo, acc, count, texts_done, complete=False)
+                    last_save = time.monotonic()
+        if count < self.n_tokens:
+            self.log(f"corpus {self.corpus} has only {count:,} tokens (asked for {self.n_tokens:,}); using them all")
+        self._save(todo, acc, count, texts_done, complete=True)
+        for i in todo:
+            self._memo[i] = acc[i] / count
+
+    @torch.no_grad()
+    def _keys(self, rows: list[list[int]], names: dict[str, int], device) -> dict[int, torch.Tensor]:
+        """Keys (inputs of mlp_out) at every real token of a right-padded batch, per layer."""
+        from editkit.tokens import pad_id
+
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), pad_id(self.tokenizer), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, r in enumerate(rows):
+            ids[j, : len(r)] = torch.tensor(r)
+            mask[j, : len(r)] = 1
+        with Trace(self.model, list(names), retain_output=False, retain_input=True, stop=True) as tr:
+            self.model(input_ids=ids.to(device), attention_mask=mask.to(device))
+        keep = mask.reshape(-1).bool().to(device)
+        return {i: tr[n].input.reshape(-1, tr[n].input.shape[-1])[keep] for n, i in names.items()}
+
+    def _save(self, todo: dict, acc: dict, count: int, texts_done: int, complete: bool) -> None:
+        for i, (key, _) in todo.items():
+            attrs = {**key, "count": count, "texts_done": texts_done, "complete": complete}
+            write_cache(self.path(key), acc[i].numpy(), attrs)
+
+
+class _progress:
+    """A rich progress bar of tokens with tokens/s, or nothing."""
+
+    def __init__(self, show: bool, total: int, done: int, what: str):
+        self.show, self.total, self.done, self.what = show, total, done, what
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.show:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]C = E[kkᵀ][/] layers {task.fields[what]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("tokens, {task.fields[rate]} tok/s"),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        self.bar.__enter__()
+        self.task = self.bar.add_task("stats", total=self.total, completed=self.done, what=self.what, rate="-")
+        self.t0, self.n = time.monotonic(), 0
+
+        def advance(n: int) -> None:
+            self.n += n
+            rate = self.n / max(time.monotonic() - self.t0, 1e-9)
+            self.bar.update(self.task, advance=n, rate=f"{rate:,.0f}")
+
+        return advance
+
+    def __exit__(self, *exc) -> None:
+        if self.show:
+            self.bar.__exit__(*exc)
