@@ -137,3 +137,37 @@ def test_single_batch_and_sequential_modes_edit_and_revert(bundle, records, tmp_
     assert seq[3]["predictions"] != single[3]["predictions"]
     with pytest.raises(EditkitError, match="--batch-size needs --mode batch or sequential"):
         config(batch_size=2)
+
+
+def test_generation_metrics_with_rome_reference_files(bundle, records, tmp_path):
+    import numpy as np
+
+    from editkit.evaluate.metrics import ngram_entropy, tfidf_similarity
+    from editkit.evaluate.references import rome_references
+
+    model, tok = bundle
+    r = records[0]
+    snippets = [
+        {
+            "relation_id": r.relation_id,
+            "target_id": r.target_new_id,
+            "samples": [{"name": "x", "text": f"{r.target_new} is spoken here"}],
+        }
+    ]
+    (tmp_path / "snips.json").write_text(json.dumps(snippets))
+    np.save(tmp_path / "idf.npy", np.array([1.0, 2.0, 1.5]))
+    (tmp_path / "tfidf_vocab.json").write_text(json.dumps({r.target_new.lower(): 0, "spoken": 1, "the": 2}))
+    refs = rome_references(tmp_path / "snips.json", tmp_path)
+    run_eval(model, tok, records[:2], config(), tmp_path / "a", refs=refs, progress=False)
+    a, b = read_cases(tmp_path / "a" / "cases.jsonl")
+    texts = a["predictions"]["generations"]
+    assert len(texts) == len(r.generation_prompts) and texts[0].startswith(r.generation_prompts[0])
+    assert a["metrics"]["GE"] == pytest.approx(ngram_entropy(texts))
+    assert a["metrics"]["RS"] == pytest.approx(
+        tfidf_similarity(" ".join(texts), f"{r.target_new} is spoken here", refs.vectorizer)
+    )
+    assert "RS" not in b["metrics"]  # no reference texts for that (relation, object)
+    run_eval(model, tok, records[:1], config(), tmp_path / "same", refs=refs, progress=False)
+    run_eval(model, tok, records[:1], config(seed=5), tmp_path / "other", refs=refs, progress=False)
+    assert read_cases(tmp_path / "same" / "cases.jsonl")[0] == a  # same seed, same generations
+    assert read_cases(tmp_path / "other" / "cases.jsonl")[0]["predictions"]["generations"] != texts
