@@ -333,21 +333,28 @@ def world_check(
 
 @app.command()
 @cli_errors
-def demo(seed: Annotated[int, typer.Option(help="Which facts to show.")] = 0) -> None:
-    """The showcase on the shipped toy model: what it believes, and how well it recalls facts.
+def demo(
+    seed: Annotated[int, typer.Option(help="Which facts to show.")] = 0,
+    out: Annotated[Path, typer.Option(help="Directory for the demo's files (heatmap, ...).")] = Path("editkit-demo"),
+) -> None:
+    """The showcase on the shipped toy model: what it believes, how well it recalls, where a fact lives.
 
     Example: [bold]editkit demo[/]
     """
-    from editkit.demo import run_demo
+    from editkit.demo import beliefs, demo_facts, load_toy_world, recall_sample, trace_belief
+    from editkit.locate.plots import plot_trace, rich_grid
+    from editkit.models import load_model
 
     with console.status("loading the toy model and reading its beliefs", spinner="dots"):
-        result = run_demo(seed=seed)
-    a = result["adapter"]
-    console.print(f"[bold]editkit demo[/] on the toy model ({a.family}, {a.n_layers} layers, width {a.hidden_size})\n")
-    table = Table(title="What the toy model believes (subjects never shown with the paraphrases)")
+        model, tok, a = load_model("toy", device="cpu")
+        world = load_toy_world()
+        shown = beliefs(model, tok, world, demo_facts(world, seed))
+        rec = recall_sample(model, tok, world, seed=seed)
+    console.print(f"[bold]1. What the toy model believes[/] ({a.family}, {a.n_layers} layers, width {a.hidden_size})")
+    table = Table(title="facts of subjects never shown with the paraphrase templates")
     for col in ("relation", "prompt", "top-3 predictions", "true", "paraphrase → top-1"):
         table.add_column(col)
-    for b in result["beliefs"]:
+    for b in shown:
         tops = ", ".join(f"{p.token.strip()} {p.prob:.2f}" for p in b.top)
         table.add_row(
             b.relation,
@@ -357,12 +364,21 @@ def demo(seed: Annotated[int, typer.Option(help="Which facts to show.")] = 0) ->
             f"{b.paraphrase} → {_mark(b.paraphrase_correct)} {b.paraphrase_top[0].token.strip()}",
         )
     console.print(table)
-    rec = result["recall"]
     console.print(
-        f"\nTop-1 recall on {result['n_recall_facts']} sampled facts: training templates "
-        f"[bold]{rec['train_recall']:.1%}[/], unseen paraphrases [bold]{rec['heldout_recall']:.1%}[/]"
+        f"Top-1 recall on 200 sampled facts: training templates [bold]{rec['train_recall']:.1%}[/], "
+        f"unseen paraphrases [bold]{rec['heldout_recall']:.1%}[/]\n"
     )
-    first = result["beliefs"][0]
+
+    first = shown[0]
+    console.print(f"[bold]2. Where is it stored?[/] Causal trace of {first.prompt!r} → {first.fact.object}")
+    with console.status("tracing", spinner="dots"):
+        result = trace_belief(model, tok, a, first, world)
+    console.print(f"clean p = {result.clean_score:.3f}, subject noised p = {result.corrupted_score:.3f}")
+    console.print(rich_grid(result, "hidden"))
+    for k in result.scores:
+        t, layer, score = result.peak(k)
+        console.print(f"  restoring {k:6s}: peak at token {result.tokens[t]!r}, layer {layer} (p = {score:.3f})")
+    console.print(f"heatmap: {plot_trace(result, out / 'trace.png')}\n")
     template = first.prompt.replace(first.fact.subject, "{}")
     console.print(f'Try: [bold]editkit predict toy "{template}" --subject "{first.fact.subject}"[/]', highlight=False)
 
@@ -431,3 +447,143 @@ def table_cmd(
     if fmt == "rich":
         return console.print(table)
     sys.stdout.write(table + "\n")
+
+
+# --- editing (issue 6) -----------------------------------------------------------------------------------
+
+
+def _edit_table(data: dict) -> Table:
+    table = Table(title=f"{data['method']} ({data['mode']}): before → after")
+    for col in ("probe", "prompt", "top-1 before", "top-1 after", "p(new) before → after", "p(true) before → after"):
+        table.add_column(col)
+    for b, a in zip(data["before"], data["after"], strict=True):
+        table.add_row(
+            b["probe"],
+            b["prompt"],
+            f"{b['top'].strip()} {b['top_prob']:.2f}",
+            f"{a['top'].strip()} {a['top_prob']:.2f}",
+            f"{b.get('p_target_new', 0):.3f} → {a.get('p_target_new', 0):.3f}",
+            f"{b['p_target_true']:.3f} → {a['p_target_true']:.3f}" if "p_target_true" in b else "",
+        )
+    return table
+
+
+@app.command()
+@cli_errors
+def edit(
+    model: ModelArg,
+    method: Annotated[str, typer.Option(help="ft, ft-l, rome, r-rome, memit or alphaedit.")] = "rome",
+    prompt: Annotated[str | None, typer.Option(help="Prompt with {} where the subject goes.")] = None,
+    subject: Annotated[str | None, typer.Option(help="The subject, filled into the prompt's {}.")] = None,
+    target_new: Annotated[str | None, typer.Option("--target-new", help="The new answer.")] = None,
+    target_true: Annotated[str | None, typer.Option("--target-true", help="The current answer (optional).")] = None,
+    requests: Annotated[Path | None, typer.Option(help="JSON/JSONL of requests or CounterFact records.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Take N records from --requests.")] = None,
+    offset: Annotated[int, typer.Option(min=0, help="Skip K records of --requests.")] = 0,
+    mode: Annotated[str, typer.Option(help="batch (all at once) or sequential (one after another).")] = "batch",
+    hparams: Annotated[Path | None, typer.Option(help="Hyper-parameter YAML/JSON (default: shipped).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a hyper-parameter: key=value.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the edit (safetensors + JSON) to this directory.")] = None,
+    save_checkpoint: Annotated[Path | None, typer.Option(help="Write the edited model here.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Statistics cache (default $EDITKIT_CACHE).")] = None,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Edit facts with FT/FT-L, ROME/r-ROME, MEMIT or AlphaEdit; show before/after predictions.
+
+    Example: [bold]editkit edit toy --method rome --prompt "{} plays the" --subject "Pagu Kabrith" --target-new harp[/]
+    """
+    from editkit.edit.run import run_edit
+    from editkit.requests import EditRequest, load_records, request_from_record
+
+    if requests is not None:
+        records = load_records(requests, limit, offset)
+        reqs = [request_from_record(r, f"{requests} record {offset + i}") for i, r in enumerate(records)]
+        record = records[0]
+    elif prompt is None or subject is None or target_new is None:
+        raise EditkitError("pass --prompt, --subject and --target-new, or --requests FILE")
+    else:
+        reqs, record = [EditRequest(prompt, subject, target_new, target_true)], None
+    overrides = tuple(set_ or ())
+    data = run_edit(
+        model, reqs, method, mode, hparams, overrides, out, save_checkpoint, cache_dir, device, record, not json_out
+    )
+    if json_out:
+        return _print_json(data)
+    console.print(_edit_table(data))
+    for key, what in (("edit_dir", "edit"), ("checkpoint", "checkpoint")):
+        if data[key]:
+            console.print(f"wrote {what} to {data[key]}")
+
+
+@app.command("apply")
+@cli_errors
+def apply_cmd(
+    model: ModelArg,
+    edit_dir: Annotated[Path, typer.Argument(help="Directory written by `editkit edit --out`.")],
+    save_checkpoint: Annotated[Path, typer.Option(help="Write the edited model here.")],
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Apply a saved edit to the model it was made on (refuses any other model) and save the result.
+
+    Example: [bold]editkit apply toy runs/edit1 --save-checkpoint runs/toy-edited[/]
+    """
+    from editkit.edit.run import run_apply
+
+    data = run_apply(model, edit_dir, save_checkpoint, device)
+    if json_out:
+        return _print_json(data)
+    console.print(f"applied {edit_dir} to {model} ({', '.join(data['modules'])}); wrote {save_checkpoint}")
+
+
+@app.command()
+@cli_errors
+def revert(
+    checkpoint: Annotated[Path, typer.Argument(help="An edited checkpoint (from --save-checkpoint).")],
+    out: Annotated[Path, typer.Option(help="Write the restored model here.")],
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Undo an edit bit for bit: restore every touched weight of an edited checkpoint.
+
+    Example: [bold]editkit revert runs/toy-edited --out runs/toy-restored[/]
+    """
+    from editkit.edit.run import run_revert
+
+    data = run_revert(checkpoint, out, device)
+    if json_out:
+        return _print_json(data)
+    console.print(f"restored {', '.join(data['modules'])} of {checkpoint}; wrote {out}")
+
+
+@app.command()
+@cli_errors
+def stats(
+    model: ModelArg,
+    layers: Annotated[str, typer.Option(help="Comma-separated layers, e.g. 13,14.")],
+    corpus: Annotated[str, typer.Option(help="'toy', a .txt/.jsonl file, or a datasets name[:config].")] = "toy",
+    tokens: Annotated[int, typer.Option(min=1, help="How many tokens to accumulate over.")] = 100_000,
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache directory (default $EDITKIT_CACHE).")] = None,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Second-moment statistics C = E[k kᵀ] of the MLP output projections' inputs, cached for editing.
+
+    Example: [bold]editkit stats toy --layers 1,2 --tokens 50000[/]
+    """
+    from editkit.edit.run import run_stats
+
+    try:
+        ids = [int(x) for x in layers.split(",") if x.strip()]
+    except ValueError:
+        raise EditkitError(f"--layers {layers!r} is not a comma-separated list of integers, e.g. 13,14") from None
+    data = run_stats(model, ids, corpus, tokens, cache_dir, device, progress=not json_out)
+    if json_out:
+        return _print_json(data)
+    table = Table(title=f"C = E[kkᵀ] of {model} over {tokens:,} tokens of {corpus}")
+    for col in ("layer", "dim", "trace", "cache file"):
+        table.add_column(col)
+    for layer, row in data["layers"].items():
+        table.add_row(layer, str(row["dim"]), f"{row['trace']:.4g}", row["cache"])
+    console.print(table)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from editkit.models import Prediction, load_model, top_k, toy_dir
+from editkit.models import Prediction, top_k, toy_dir
 from editkit.tokens import target_ids
 from editkit.world import Fact, World, fact_prompts, measure_recall
 
@@ -63,14 +63,18 @@ def demo_facts(world: World, seed: int = 0) -> list[Fact]:
     ]
 
 
-def run_demo(seed: int = 0, n_recall_facts: int = 200) -> dict:
-    """Load the toy model, read a few of its beliefs, and measure recall on a sample of facts."""
-    model, tokenizer, adapter = load_model("toy", device="cpu")
-    world = load_toy_world()
-    sample = random.Random(seed).sample(world.facts, min(n_recall_facts, len(world.facts)))
-    return {
-        "adapter": adapter,
-        "beliefs": beliefs(model, tokenizer, world, demo_facts(world, seed)),
-        "recall": measure_recall(model, tokenizer, world, facts=sample),
-        "n_recall_facts": len(sample),
-    }
+def recall_sample(model, tokenizer, world: World, n: int = 200, seed: int = 0) -> dict[str, float]:
+    """Recall (see `measure_recall`) on `n` facts drawn with `seed`."""
+    return measure_recall(
+        model, tokenizer, world, facts=random.Random(seed).sample(world.facts, min(n, len(world.facts)))
+    )
+
+
+def trace_belief(model, tokenizer, adapter, belief: Belief, world: World, samples: int = 10):
+    """Causal trace (all kinds, fast, the s3 noise of the toy world's subjects) of a belief's prompt."""
+    from editkit.locate.tracing import trace
+
+    subjects = sorted({f.subject for f in world.facts})
+    return trace(
+        model, tokenizer, adapter, belief.prompt, belief.fact.subject, samples=samples, noise_subjects=subjects
+    )

@@ -1,0 +1,75 @@
+"""Dataset-level tracing: resumable HDF5 runs, token buckets, the AIE's shape on the toy model."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from editkit.errors import EditkitError
+from editkit.locate.dataset import (
+    average_indirect_effect,
+    bucket_rows,
+    load_trace_cases,
+    plot_aie,
+    trace_cases,
+    trace_dataset,
+)
+from editkit.models import data_dir
+
+KW = dict(kinds=["hidden"], samples=3, noise=0.3)
+
+
+def test_bucket_rows_by_hand():
+    scores = np.arange(8 * 2, dtype=float).reshape(8, 2)  # 8 tokens, 2 layers; subject = tokens 2..4
+    rows = bucket_rows(scores, (2, 5))
+    np.testing.assert_array_equal(rows[0], scores[2])  # first subject token
+    np.testing.assert_array_equal(rows[1], scores[3])  # middle
+    np.testing.assert_array_equal(rows[2], scores[4])  # last subject token
+    np.testing.assert_array_equal(rows[3], scores[5])  # first subsequent
+    np.testing.assert_array_equal(rows[4], scores[6:7].mean(0))  # further
+    np.testing.assert_array_equal(rows[5], scores[7])  # last token
+    two = bucket_rows(scores[:4], (0, 2))  # no middle tokens, no further tokens
+    assert np.isnan(two[1]).all() and np.isnan(two[4]).all()
+
+
+def test_known_1000_and_counterfact_records_become_cases(toy_world):
+    known = json.loads((data_dir() / "known_1000.json").read_text())[:3]
+    cases = trace_cases(known)
+    assert cases[0].prompt == known[0]["prompt"] and cases[0].answer == known[0]["attribute"]
+    cf = load_trace_cases(str(data_dir() / "toy" / "counterfact.json"), limit=2)
+    assert len(cf) == 2 and cf[0].subject in cf[0].prompt
+    with pytest.raises(EditkitError, match="record 1 is not a known_1000 or CounterFact record"):
+        trace_cases([known[0], {"prompt": "x"}])
+
+
+def test_resumable_run_and_aie(toy, tmp_path):
+    cases = load_trace_cases("toy", limit=8)
+    path = tmp_path / "traces.h5"
+    first = trace_dataset(*toy, cases[:5], path, **KW)
+    assert first["traced"] + first["skipped_wrong"] == 5 and first["traced"] >= 4
+    # An interruption mid-case leaves a group without "done": it is redone, nothing else is.
+    with h5py.File(path, "a") as f:
+        f["cases"].create_group("000005").attrs["case_id"] = "torn"
+    again = trace_dataset(*toy, cases, path, **KW)
+    assert again["resumed"] == 5 and again["traced"] + again["skipped_wrong"] == 3
+    with h5py.File(path, "r") as f:
+        assert sorted(f["cases"]) == [f"{i:06d}" for i in range(8)]
+        assert f["cases/000005"].attrs["case_id"] == cases[5].case_id
+    with pytest.raises(EditkitError, match="holds a run with other settings"):
+        trace_dataset(*toy, cases, path, kinds=["hidden"], samples=4, noise=0.3)
+
+    aie = average_indirect_effect(path)
+    assert aie.n == first["traced"] + again["traced"] and aie.mean["hidden"].shape == (6, toy[2].n_layers)
+    last_subject, last_token = aie.mean["hidden"][2], aie.mean["hidden"][5]
+    # The paper's picture: the subject's last token matters early, the last token late.
+    assert last_subject[0] > last_subject[-1] and last_token[-1] > last_token[0]
+    assert aie.peaks()["hidden"]["last token"] == toy[2].n_layers - 1
+    assert plot_aie(aie, tmp_path / "aie.png").stat().st_size > 0
+
+
+def test_corrupt_h5_is_a_clear_error(toy, tmp_path):
+    bad = tmp_path / "traces.h5"
+    bad.write_bytes(b"not an hdf5 file")
+    with pytest.raises(EditkitError, match="is not a readable HDF5 file"):
+        trace_dataset(*toy, load_trace_cases("toy", limit=1), bad, **KW)
