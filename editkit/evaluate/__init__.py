@@ -1,0 +1,10 @@
+"""Evaluation: benchmark datasets, the papers' metrics, resumable and sharded runs, and tables.
+
+    from editkit.evaluate import load_dataset, EvalConfig, run_eval, merge_runs, render
+"""
+
+from editkit.evaluate.datasets import KINDS, load_dataset
+from editkit.evaluate.runner import EvalConfig, compare_methods, run_eval, run_named
+from editkit.evaluate.tables import merge_runs, render
+
+__all__ = ["KINDS", "EvalConfig", "compare_methods", "load_dataset", "merge_runs", "render", "run_eval", "run_named"]

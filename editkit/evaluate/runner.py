@@ -331,3 +331,17 @@ def _references(config: EvalConfig, records, snippets: str | None, tfidf: str | 
     if snippets is not None:
         return references.rome_references(snippets, tfidf)
     return references.toy_references(records) if config.dataset == "toy" else None
+
+
+def compare_methods(bundle, records, methods: Sequence[str], out_root: str | Path, model_name: str = "toy", **kw):
+    """Run `methods` (single mode, shipped hyper-parameters) on `records` into `out_root/<method>`; returns the
+    run directories, ready for `tables.merge_runs` (resumes runs already there)."""
+    model, tok, _ = bundle
+    dirs = []
+    for method in methods:
+        editor, hp = make_editor(method, bundle, None, model_name, sequential=False)
+        config = EvalConfig(model=model_name, dataset="toy", method=method, hparams=hp, **kw)
+        out = Path(out_root) / method
+        run_eval(model, tok, records, config, out, editor, resume=(out / "config.json").exists(), progress=False)
+        dirs.append(out)
+    return dirs
