@@ -1,0 +1,57 @@
+"""Fixtures shared by the edit tests: a word-level tokenizer small enough for the tiny random models, a tiny
+corpus, and hyper-parameters that make a 2-layer random model flip in a few steps."""
+
+from __future__ import annotations
+
+import torch
+
+from editkit.edit.hparams import build
+
+WORDS = (
+    "<eos> <unk> the a of in is was met saw I we Bob Smith Ann Lee Paris Rome London harp piano violin cat mat "
+    "sat on and looked at number lives plays Therefore Because You The . , 0 1 2 3 4 5 6 7 8 9 city river"
+).split()
+
+#: Prompts end with the subject, so δ at the subject's last token feeds the prediction directly (a random
+#: 2-layer model barely carries information between positions).
+TINY_REQUEST = dict(prompt="I met {}", subject="Bob Smith", target_new="Paris", target_true="Rome")
+
+
+def word_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>", unk_token="<unk>")
+
+
+def tiny_corpus(path) -> str:
+    lines = [
+        f"the cat number {i % 10} sat on the mat and looked at {i % 7} . I saw Ann Lee in Rome" for i in range(300)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def tiny_hparams(method: str, corpus: str):
+    """Strong, short settings for 2-layer random models (their hidden states are tiny, so no clamp/decay)."""
+    stats = dict(mom2_corpus=corpus, mom2_n_tokens=3000)
+    target = dict(
+        v_num_grad_steps=12, v_lr=0.5, v_weight_decay=0.0, clamp_norm_factor=1000.0, context_templates=[[2, 1]]
+    )
+    values = {
+        "ft": dict(layers=[0], lr=0.05, num_steps=10),
+        "ft-l": dict(layers=[0], lr=0.05, num_steps=10, norm_constraint=0.05),
+        "rome": dict(layers=[0], **stats, **target),
+        "r-rome": dict(layers=[0], **stats, **target),
+        "memit": dict(layers=[0, 1], mom2_update_weight=1.0, **stats, **target),
+        "alphaedit": dict(layers=[0, 1], nullspace_threshold=1e-2, L2=1e-3, **stats, **target),
+    }[method]
+    return build(method, values)
+
+
+# With two cores shared by several processes, torch's default intra-op threads spin against each other: a
+# tiny model's forward pass takes ~1.7 s with 2 threads and ~17 ms with 1 on this machine.
+torch.set_num_threads(1)
