@@ -201,7 +201,8 @@ def run_eval(
 
     single: edit each record alone, score, revert. batch: edit `batch_size` records at once, score each,
     revert. sequential: edits accumulate chunk by chunk; each chunk is scored right after it is applied,
-    with every earlier edit still in place (on --resume, finished chunks are re-applied without scoring).
+    with every earlier edit still in place (on --resume, finished chunks are re-applied without scoring);
+    there, "before the edit" (EasyEdit's locality) means before the chunk's own edit.
     """
     out = Path(out)
     suite = suites.suite_of(config.dataset)
@@ -211,25 +212,27 @@ def run_eval(
     cases = read_cases(log, repair=True)
     done = {c["case_id"] for c in cases}
     opts = config.options
+    applied: list[Applied] = []
     with _Progress(len(mine), suites.HEADLINE[suite], enabled=progress) as bar:
         bar.add(cases)
-        applied: list[Applied] = []
-        for chunk in _chunks(mine, config):
-            todo = [r for r in chunk if r.case_id not in done]
-            if not todo and config.mode != "sequential":
-                continue
-            pre = {r.case_id: suites.pre_edit(model, tokenizer, r, opts) for r in todo}
-            applied.append(editor(model, tokenizer, [r.request() for r in chunk]))
-            for r in todo:
-                metrics, preds = suites.evaluate(model, tokenizer, r, opts, pre[r.case_id], refs)
-                case = {"case_id": r.case_id, "subject": r.subject, "metrics": metrics, "predictions": preds}
-                append_case(log, case)
-                cases.append(case)
-                bar.add([case])
-            if config.mode != "sequential":
-                applied.pop().revert(model)
-        for edit in reversed(list({id(e): e for e in applied}.values())):  # an accumulated result once
-            edit.revert(model)
+        try:
+            for chunk in _chunks(mine, config):
+                todo = [r for r in chunk if r.case_id not in done]
+                if not todo and config.mode != "sequential":
+                    continue
+                pre = {r.case_id: suites.pre_edit(model, tokenizer, r, opts) for r in todo}
+                applied.append(editor(model, tokenizer, [r.request() for r in chunk]))
+                for r in todo:
+                    metrics, preds = suites.evaluate(model, tokenizer, r, opts, pre[r.case_id], refs)
+                    case = {"case_id": r.case_id, "subject": r.subject, "metrics": metrics, "predictions": preds}
+                    append_case(log, case)
+                    cases.append(case)
+                    bar.add([case])
+                if config.mode != "sequential":
+                    applied.pop().revert(model)
+        finally:  # leave the model unedited, also when interrupted
+            for edit in reversed(list({id(e): e for e in applied}.values())):  # an accumulated result once
+                edit.revert(model)
     return write_summary(out, cases, suite)
 
 
