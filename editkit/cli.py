@@ -379,6 +379,7 @@ def demo(
         t, layer, score = result.peak(k)
         console.print(f"  restoring {k:6s}: peak at token {result.tokens[t]!r}, layer {layer} (p = {score:.3f})")
     console.print(f"heatmap: {plot_trace(result, out / 'trace.png')}\n")
+    _demo_edit_step(model, tok, a, first, world, out)
     template = first.prompt.replace(first.fact.subject, "{}")
     console.print(f'Try: [bold]editkit predict toy "{template}" --subject "{first.fact.subject}"[/]', highlight=False)
 
@@ -450,6 +451,19 @@ def table_cmd(
 
 
 # --- editing (issue 6) -----------------------------------------------------------------------------------
+
+
+def _demo_edit_step(model, tok, adapter, belief, world, out: Path) -> None:
+    """Demo step 3: a ROME edit of the traced fact, its before/after table, and the checkpoint reloaded."""
+    from editkit.edit.run import demo_edit
+
+    console.print(f"[bold]3. Change it.[/] ROME rewrites {belief.prompt!r} (layer from the trace)")
+    data = demo_edit(model, tok, adapter, belief.prompt, belief.fact.subject, belief.fact.object, world, out)
+    console.print(_edit_table({"method": "rome", "mode": "single edit", **data}))
+    console.print(
+        f"checkpoint: {data['checkpoint']} (plain transformers, fresh interpreter, predicts "
+        f"{data['reloaded_top1']!r}; target {data['request'].target_new!r}); the demo's model is reverted\n"
+    )
 
 
 def _edit_table(data: dict) -> Table:

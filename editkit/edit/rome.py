@@ -29,20 +29,28 @@ def apply_rome(
 
 
 def rome_delta(model, tokenizer, adapter, request: EditRequest, hp: ROMEHParams, stats, layer: int, prefixes):
-    """The rank-one Delta for one request at `layer`: u (key direction) and v = Λ."""
+    """The rank-one Delta for one request at `layer`: key direction u, target v*, then Λ."""
+    u, k_bar, out_bar = rome_key(model, tokenizer, adapter, request, hp, stats, layer, prefixes)
+    target = optimise_target(model, tokenizer, adapter.name("mlp_out", layer), request, prefixes, hp)
+    return rome_update(model, tokenizer, adapter, request, hp, layer, u, target.value, (k_bar, out_bar))
+
+
+def rome_key(model, tokenizer, adapter, request: EditRequest, hp: ROMEHParams, stats, layer: int, prefixes):
+    """u = C⁻¹k̄ / ‖C⁻¹k̄‖ (float64), with k̄ and the mean output there."""
     k_bar, out_bar = mean_keys(model, tokenizer, adapter, layer, [request], prefixes)
     u = k_bar[0].double()
     if hp.mom2_adjustment:
         u = torch.linalg.solve(stats.C(layer).to(u.device), u)
-    u = u / u.norm()
-    target = optimise_target(model, tokenizer, adapter.name("mlp_out", layer), request, prefixes, hp)
+    return u / u.norm(), k_bar, out_bar
+
+
+def rome_update(model, tokenizer, adapter, request, hp: ROMEHParams, layer: int, u, v_star, averaged) -> Delta:
+    """Λ = (v* − W k − b) / (uᵀk), with k the bare prompt's key (ROME) or k̄ (r-ROME, `averaged`)."""
     if hp.original_key:
         k, out = mean_keys(model, tokenizer, adapter, layer, [request], ["{}"])
     else:
-        k, out = k_bar, out_bar
-    k, out = k[0].double(), out[0].double()
-    v_star = target.value.double()
+        k, out = averaged
+    k, out, v_star = k[0].double(), out[0].double(), v_star.double()
     lam = (v_star - out) / (k @ u)
-    return Delta(
-        adapter.name("mlp_out", layer), u=u.float(), v=lam.float(), keys=k.float()[None], values=v_star.float()[None]
-    )
+    module = adapter.name("mlp_out", layer)
+    return Delta(module, u=u.float(), v=lam.float(), keys=k.float()[None], values=v_star.float()[None])

@@ -158,3 +158,41 @@ def run_stats(
             for i, c in cs.items()
         },
     }
+
+
+def demo_edit(model, tokenizer, adapter, prompt: str, subject: str, target_true: str, world, out: Path) -> dict:
+    """The demo's edit step: ROME rewrites one toy fact to another object of its relation, the before/after
+    table is returned, and a checkpoint is written to `out/toy-edited` and reloaded with plain transformers
+    in a fresh interpreter (no editkit import)."""
+    import subprocess
+    import sys
+
+    rid = next(r for r, rel in world.relations.items() if prompt.replace(subject, "{}") in rel["train_templates"])
+    new = next(o for o in world.relations[rid]["objects"] if o != target_true)
+    request = EditRequest(prompt.replace(subject, "{}"), subject, new, target_true)
+    hp = load_hparams("rome", "toy")
+    probes = probe_prompts(request)
+    before = predictions(model, tokenizer, probes, request)
+    result = edit(
+        model, tokenizer, adapter, [request], "rome", hp, make_stats(model, tokenizer, adapter, hp, progress=True)
+    )
+    after = predictions(model, tokenizer, probes, request)
+    checkpoint = Path(out) / "toy-edited"
+    try:
+        write_checkpoint(model, tokenizer, checkpoint, result, "toy")
+    finally:
+        result.revert(model)
+    script = (
+        "import sys, torch; from transformers import AutoModelForCausalLM as M, AutoTokenizer as T; "
+        f"p = {str(checkpoint)!r}; m, t = M.from_pretrained(p).eval(), T.from_pretrained(p); "
+        f"l = m(**t({request.text!r}, return_tensors='pt')).logits[0, -1]; "
+        "assert not [k for k in sys.modules if k.startswith('editkit')]; print(t.decode([int(l.argmax())]).strip())"
+    )
+    reloaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    return {
+        "request": request,
+        "before": before,
+        "after": after,
+        "checkpoint": str(checkpoint),
+        "reloaded_top1": reloaded.stdout.strip() if reloaded.returncode == 0 else f"failed: {reloaded.stderr[-200:]}",
+    }
