@@ -101,12 +101,8 @@ def _zsre(model, tok, r: ZsreRecord, opts: ScoreOptions) -> tuple[dict, dict]:
         "Paraphrase": M.token_accuracy([x.correct for x in s[1:-1]]),
         "Specificity": M.token_accuracy([s[-1].correct]),
     }
-    return metrics, {"top1": dict(zip(("edit", "paraphrase", "loc"), _group_top1(tok, s), strict=True))}
-
-
-def _group_top1(tok, s) -> list:
     top = _decoded_top1(tok, s)
-    return [top[0], top[1:-1], top[-1]]
+    return metrics, {"top1": {"edit": top[0], "paraphrase": top[1:-1], "loc": top[-1]}}
 
 
 def _easyedit(model, tok, r: EasyEditRecord, opts: ScoreOptions, pre: dict | None) -> tuple[dict, dict]:
