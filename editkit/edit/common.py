@@ -77,13 +77,22 @@ def io_at_subject(model, tokenizer, module: str, texts: list[str], subjects: lis
     return tr[module].input[at, idx.to(device)], tr[module].output[at, idx.to(device)]
 
 
-def mean_keys(model, tokenizer, adapter, layer: int, requests: list[EditRequest], prefixes: list[str]):
-    """k̄ per request: the key (input of mlp_out) at the subject's last token, averaged over prefixes;
-    also the mean output there. Returns `[n, in]`, `[n, out]`."""
+def mean_keys(model, tokenizer, adapter, layer: int, requests: list[EditRequest], prefixes: list[str], weights=None):
+    """k̄ per request: the key (input of mlp_out) at the subject's last token, averaged over prefixes
+    (uniformly, or with `weights` summing to 1); also the mean output there. Returns `[n, in]`, `[n, out]`."""
     module = adapter.name("mlp_out", layer)
     texts = [fill(p, r) for r in requests for p in prefixes]
     k, out = io_at_subject(model, tokenizer, module, texts, [r.subject for r in requests for _ in prefixes])
-    return k.view(len(requests), len(prefixes), -1).mean(1), out.view(len(requests), len(prefixes), -1).mean(1)
+    w = torch.full((len(prefixes),), 1 / len(prefixes)) if weights is None else torch.as_tensor(weights)
+    w = w.to(k.device, k.dtype)[None, :, None]
+    k, out = k.view(len(requests), len(prefixes), -1), out.view(len(requests), len(prefixes), -1)
+    return (k * w).sum(1), (out * w).sum(1)
+
+
+def group_weights(lengths_counts: list[list[int]]) -> list[float]:
+    """MEMIT's key averaging: the bare prompt and each group of generated prefixes count equally."""
+    groups = [1] + [count for _, count in lengths_counts]
+    return [1 / (len(groups) * size) for size in groups for _ in range(size)]
 
 
 @contextmanager

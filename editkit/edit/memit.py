@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from editkit.edit.common import context_prefixes, io_at_subject, mean_keys, optimise_target
+from editkit.edit.common import context_prefixes, group_weights, io_at_subject, mean_keys, optimise_target
 from editkit.edit.hparams import MEMITHParams, to_dict
 from editkit.edit.result import Delta, EditResult
 from editkit.requests import EditRequest
@@ -29,12 +29,13 @@ def targets(model, tokenizer, adapter, requests: list[EditRequest], hp, prefixes
 def spread(model, tokenizer, adapter, requests: list[EditRequest], hp, result: EditResult, solve: Solve) -> EditResult:
     """Write the requests into every layer of `hp.layers`, lowest first, each layer solving for its share."""
     prefixes = context_prefixes(model, tokenizer, hp.context_templates, hp.seed)
+    weights = group_weights(hp.context_templates)
     z = targets(model, tokenizer, adapter, requests, hp, prefixes).double()
     layers = [i % adapter.n_layers for i in hp.layers]
     z_module = adapter.name("block", layers[-1])
     texts, subjects = [r.text for r in requests], [r.subject for r in requests]
     for i, layer in enumerate(layers):
-        K = mean_keys(model, tokenizer, adapter, layer, requests, prefixes)[0].double().T
+        K = mean_keys(model, tokenizer, adapter, layer, requests, prefixes, weights)[0].double().T
         now = io_at_subject(model, tokenizer, z_module, texts, subjects)[1].double()
         R = (z - now).T / (len(layers) - i)
         dW = solve(layer, K, R.to(K.device))
