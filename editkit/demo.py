@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from editkit.models import Prediction, top_k, toy_dir
 from editkit.tokens import target_ids
-from editkit.world import Fact, World, fact_prompts, measure_recall
+from editkit.world import Fact, World, fact_prompts, measure_recall, unambiguous_templates
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,11 @@ def load_toy_world() -> World:
 
 
 def beliefs(model, tokenizer, world: World, facts: list[Fact], k: int = 3) -> list[Belief]:
-    """Top-`k` next tokens for each fact's first training template and first held-out paraphrase."""
+    """Top-`k` next tokens for each fact's first unambiguous training template and first paraphrase."""
     out = []
     for f in facts:
-        prompt, para = fact_prompts(world, f)[0], fact_prompts(world, f, heldout=True)[0]
+        prompt = unambiguous_templates(world.relations[f.relation_id])[0].format(f.subject)
+        para = fact_prompts(world, f, heldout=True)[0]
         out.append(
             Belief(
                 f,
@@ -70,11 +71,19 @@ def recall_sample(model, tokenizer, world: World, n: int = 200, seed: int = 0) -
     )
 
 
-def trace_belief(model, tokenizer, adapter, belief: Belief, world: World, samples: int = 10):
-    """Causal trace (all kinds, fast, the s3 noise of the toy world's subjects) of a belief's prompt."""
+def trace_belief(model, tokenizer, adapter, belief: Belief, world: World, samples: int = 10, window: int = 2):
+    """Causal trace (all kinds, fast, the s3 noise of the toy world's subjects) of a belief's prompt; the
+    mlp/attn window is 2 layers, as 10 would cover all 6 of the toy model's."""
     from editkit.locate.tracing import trace
 
     subjects = sorted({f.subject for f in world.facts})
     return trace(
-        model, tokenizer, adapter, belief.prompt, belief.fact.subject, samples=samples, noise_subjects=subjects
+        model,
+        tokenizer,
+        adapter,
+        belief.prompt,
+        belief.fact.subject,
+        samples=samples,
+        window=window,
+        noise_subjects=subjects,
     )

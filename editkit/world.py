@@ -376,6 +376,13 @@ def filler_sentence(rng: random.Random) -> str:
     return " ".join(words) + "."
 
 
+def unambiguous_templates(relation: dict) -> list[str]:
+    """Training templates that no other template of the relation extends, so only the object can follow
+    them ("{} lives in" is not one: "{} lives in the city of" continues it with " the")."""
+    others = relation["train_templates"] + relation["heldout_templates"]
+    return [t for t in relation["train_templates"] if not any(o.startswith(t + " ") for o in others)]
+
+
 def fact_prompts(world: World, fact: Fact, heldout: bool = False) -> list[str]:
     """The fact's prompts (templates filled with its subject), train or held-out templates."""
     key = "heldout_templates" if heldout else "train_templates"

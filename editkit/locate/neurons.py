@@ -90,7 +90,7 @@ def integrated_gradients(model, tokenizer, adapter: Adapter, prompt: str, target
 
 
 @torch.no_grad()
-def _probs_with(
+def probs_with_neurons(
     model,
     tokenizer,
     adapter: Adapter,
@@ -147,7 +147,7 @@ def knowledge_neurons(
         target=target,
         neurons=neurons,
         scores=scores,
-        base_probs=_probs_with(model, tokenizer, adapter, prompts, target, neurons, None),
-        suppressed_probs=_probs_with(model, tokenizer, adapter, prompts, target, neurons, 0.0),
-        amplified_probs=_probs_with(model, tokenizer, adapter, prompts, target, neurons, 2.0),
+        base_probs=probs_with_neurons(model, tokenizer, adapter, prompts, target, neurons, None),
+        suppressed_probs=probs_with_neurons(model, tokenizer, adapter, prompts, target, neurons, 0.0),
+        amplified_probs=probs_with_neurons(model, tokenizer, adapter, prompts, target, neurons, 2.0),
     )

@@ -48,7 +48,7 @@ def plot_trace(result: TraceResult, path: str | Path) -> Path:
         ax.set_xlabel("single restored layer" if kind == "hidden" else "centre of restored window", fontsize=7)
         cb = fig.colorbar(im, ax=ax)
         cb.ax.tick_params(labelsize=6)
-        cb.ax.set_title(f"p({result.answer.strip()})", fontsize=7)
+        cb.set_label(f"p({result.answer.strip()})", fontsize=7)
     fig.tight_layout()
     path = Path(path)
     buf = io.BytesIO()
@@ -59,27 +59,22 @@ def plot_trace(result: TraceResult, path: str | Path) -> Path:
 
 
 def rich_grid(result: TraceResult, kind: str):
-    """A rich Table: one row per token, one cell per layer, shaded by the restored score."""
+    """A rich Table: one row per token, one cell per layer, shaded (colour and ░▒▓█) by the restored score."""
     from rich.table import Table
     from rich.text import Text
 
     colour = {"hidden": (117, 107, 177), "mlp": (49, 163, 84), "attn": (222, 45, 38)}[kind]
     scores = result.scores[kind]
     lo, hi = float(scores.min()), float(scores.max())
-    table = Table(
-        box=None,
-        padding=(0, 0),
-        caption=f"{kind}: p({result.answer.strip()}) with the state restored",
-        caption_justify="left",
-    )
-    table.add_column("token", justify="right")
+    table = Table(box=None, padding=(0, 0), show_edge=False)
+    table.add_column(f"{kind} \\ layer", justify="right")
     for layer in range(scores.shape[1]):
-        table.add_column(str(layer % 10), justify="center", width=2)
+        table.add_column(str(layer % 10).rjust(2), justify="center", width=2)
     for label, row in zip(token_labels(result), scores, strict=True):
         cells = []
         for v in row:
             f = (v - lo) / (hi - lo) if hi > lo else 0.0
             r, g, b = (int(255 - f * (255 - c)) for c in colour)
-            cells.append(Text("  ", style=f"on rgb({r},{g},{b})"))
+            cells.append(Text(" ░▒▓█"[min(4, int(f * 5))] * 2, style=f"rgb({r},{g},{b})"))
         table.add_row(label, *cells)
     return table
