@@ -601,3 +601,82 @@ def stats(
     for layer, row in data["layers"].items():
         table.add_row(layer, str(row["dim"]), f"{row['trace']:.4g}", row["cache"])
     console.print(table)
+
+
+# --- sparse autoencoders and features ---------------------------------------------------------------------
+
+sae_app = typer.Typer(help="Sparse autoencoders (SAELens format): train on a hook point, evaluate.", no_args_is_help=True)
+app.add_typer(sae_app, name="sae")
+features_app = typer.Typer(help="SAE features of a fact: attribute, inspect.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+SaeDirArg = Annotated[Path, typer.Argument(help="An SAE directory (cfg.json + sae_weights.safetensors).")]
+
+
+def _sae_eval_table(title: str, ev: dict) -> Table:
+    table = Table(title=title, show_header=False)
+    for key in ("n_tokens", "l0", "explained_variance", "dead_fraction", "ce_clean", "ce_sae", "ce_zero"):
+        table.add_row(key, f"{ev[key]:,}" if isinstance(ev[key], int) else f"{ev[key]:.4f}")
+    table.add_row("ce_loss_recovered", f"{ev['ce_loss_recovered']:.1%}")
+    return table
+
+
+@sae_app.command("train")
+@cli_errors
+def sae_train(
+    model: ModelArg,
+    hook: Annotated[str, typer.Option(help="SAELens hook name, e.g. blocks.3.hook_resid_post.")],
+    out: Annotated[Path, typer.Option(help="Write the SAE directory here.")],
+    d_sae: Annotated[int, typer.Option("--d-sae", min=1, help="Number of features.")],
+    corpus: Annotated[str, typer.Option(help="'toy', a .txt/.jsonl file, or a datasets name.")] = "toy",
+    arch: Annotated[str, typer.Option(help="relu (L1 penalty) or topk.")] = "relu",
+    k: Annotated[int | None, typer.Option(help="Active features per token (topk).")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens of activations to cache.")] = 200_000,
+    steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 2000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Activations per step.")] = 1024,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    l1: Annotated[float, typer.Option(help="L1 coefficient (relu).")] = 5.0,
+    normalize: Annotated[bool, typer.Option(help="Scale inputs to mean norm √d_in while training.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = 0,
+    store: Annotated[Path | None, typer.Option(help="Activation store (HDF5; resumed if it exists).")] = None,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Cache a hook point's activations over a corpus, train an SAE on them, save it and its evaluation.
+
+    Example: [bold]editkit sae train toy --hook blocks.3.hook_resid_post --d-sae 1024 --arch topk --k 16 --out runs/sae[/]
+    """
+    from editkit.features.run import run_sae_train
+
+    data = run_sae_train(
+        model, hook, corpus, out, d_sae, arch, k, max_tokens, store, device=device, progress=not json_out,
+        training_steps=steps, batch_size=batch_size, lr=lr, l1_coefficient=l1, seed=seed,
+        lr_decay_steps=steps // 5, normalize_activations="expected_average_only_in" if normalize else "none",
+    )
+    if json_out:
+        return _print_json(data)
+    console.print(f"wrote {data['sae']} (trained on {data['tokens']:,} tokens cached in {data['store']})")
+    if "eval" in data:
+        console.print(_sae_eval_table(f"{hook} on held-out {model} text", data["eval"]))
+
+
+@sae_app.command("eval")
+@cli_errors
+def sae_eval(
+    model: ModelArg,
+    sae_dir: SaeDirArg,
+    corpus: Annotated[str, typer.Option(help="'toy', a .txt/.jsonl file, or a datasets name.")] = "toy",
+    texts: Annotated[int, typer.Option(min=1, help="How many texts to evaluate on.")] = 500,
+    skip: Annotated[int, typer.Option(min=0, help="Skip this many texts first (e.g. those trained on).")] = 0,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """L0, explained variance, dead features and CE loss recovered of an SAE spliced into its model.
+
+    Example: [bold]editkit sae eval toy data/toy/sae-blocks.3.hook_resid_post --skip 20000[/]
+    """
+    from editkit.features.run import run_sae_eval
+
+    data = run_sae_eval(model, sae_dir, corpus, texts, skip, device)
+    if json_out:
+        return _print_json(data)
+    console.print(_sae_eval_table(f"{sae_dir} on {model}", data))

@@ -1,0 +1,99 @@
+"""Evaluating an SAE on a model, as SAELens reports it: L0, explained variance (1 − FVU), the fraction of
+features that never fire, and the cross-entropy loss recovered when the SAE's reconstruction replaces the
+activation at its hook, (CE_zero − CE_sae) / (CE_zero − CE_clean), zero-ablation being the baseline."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from editkit.features.hookpoints import HookPoint, hook_value, resolve_hook, trace_hook
+from editkit.features.sae import SAE
+from editkit.features.store import keep_mask, tokenize
+from editkit.io import atomic_write_text
+
+
+@dataclass
+class SAEEvaluation:
+    hook_name: str
+    n_tokens: int
+    l0: float
+    explained_variance: float
+    dead_fraction: float
+    ce_clean: float
+    ce_sae: float
+    ce_zero: float
+
+    @property
+    def ce_loss_recovered(self) -> float:
+        return (self.ce_zero - self.ce_sae) / (self.ce_zero - self.ce_clean)
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "ce_loss_recovered": self.ce_loss_recovered}
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def _ce_sum(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy over positions whose next token is real."""
+    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
+    return (ce * mask[:, 1:].flatten()).sum()
+
+
+@torch.no_grad()
+def evaluate_sae(
+    model, tokenizer, adapter, sae: SAE, texts: list[str], context_size: int = 128, batch_size: int = 32
+) -> SAEEvaluation:
+    """Run `texts` clean, with the SAE's reconstruction spliced in at its hook, and zero-ablated there."""
+    hook = resolve_hook(adapter, sae.cfg.hook_name)
+    device = next(model.parameters()).device
+    sae = sae.to(device)
+    ce = torch.zeros(3, dtype=torch.float64)
+    n_pred = 0
+    resid = total_sq = 0.0
+    x_sum = torch.zeros(sae.cfg.d_in, dtype=torch.float64)
+    l0_sum, n_tok = 0.0, 0
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+    for i in range(0, len(texts), batch_size):
+        ids, mask = tokenize(tokenizer, texts[i : i + batch_size], context_size)
+        ids_d, mask_d = ids.to(device), mask.to(device)
+        with trace_hook(model, hook) as tr:
+            clean = model(input_ids=ids_d, attention_mask=mask_d).logits
+        x = hook_value(tr, hook)
+        sae.check_width(x.shape[-1])
+        f = sae.encode(x)
+        x_hat = sae.decode(f).to(x.dtype)
+        spliced = _run(model, hook, ids_d, mask_d, lambda a, r=x_hat: r)
+        zeroed = _run(model, hook, ids_d, mask_d, torch.zeros_like)
+        ce += torch.stack([_ce_sum(lg, ids_d, mask_d).double().cpu() for lg in (clean, spliced, zeroed)])
+        n_pred += int(mask[:, 1:].sum())
+        keep = keep_mask(ids, mask, tokenizer, skip_bos=True).to(device)
+        xk, xh, fk = x[keep].double(), x_hat[keep].double(), f[keep]
+        resid += (xk - xh).pow(2).sum().item()
+        total_sq += xk.pow(2).sum().item()
+        x_sum += xk.sum(0).cpu()
+        l0_sum += (fk > 0).sum().item()
+        n_tok += len(xk)
+        fired |= (fk > 0).any(0).cpu()
+    variance = total_sq - x_sum.pow(2).sum().item() / n_tok
+    ce_clean, ce_sae, ce_zero = (ce / n_pred).tolist()
+    return SAEEvaluation(
+        hook_name=hook.name,
+        n_tokens=n_tok,
+        l0=l0_sum / n_tok,
+        explained_variance=1 - resid / variance,
+        dead_fraction=1 - fired.float().mean().item(),
+        ce_clean=ce_clean,
+        ce_sae=ce_sae,
+        ce_zero=ce_zero,
+    )
+
+
+def _run(model, hook: HookPoint, ids, mask, replace) -> torch.Tensor:
+    with trace_hook(model, hook, edit=replace, retain=False):
+        return model(input_ids=ids, attention_mask=mask).logits

@@ -1,0 +1,199 @@
+"""Activation store: a hook point's activations over a corpus, streamed into one HDF5 file.
+
+The file holds `activations [n_tokens, d_in]` (chunked, grown as batches arrive) and, as attributes, the
+model, hook, corpus, context size, tokens written and texts consumed. Writing again to the same file
+with the same settings (and batch size) resumes where it stopped, within a batch if need be. Padding and
+special tokens are skipped (BOS too, unless `skip_bos=False`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from editkit.errors import EditkitError
+from editkit.features.hookpoints import HookPoint, hook_value, hook_width, trace_hook
+from editkit.tokens import pad_id
+
+DATASET = "activations"
+
+
+def read_corpus(spec: str, text_field: str = "text") -> Iterator[str]:
+    """Texts of a corpus: `toy` (the toy world's corpus), a .txt file (one text per non-empty line), a
+    .jsonl file (field `text_field`), or a Hugging Face `datasets` name (streamed, train split)."""
+    if spec == "toy":
+        from editkit.models import toy_dir
+
+        spec = str(toy_dir() / "corpus.txt")
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return _read_file(path, text_field)
+    if spec.startswith((".", "/", "~")) or path.suffix in (".txt", ".jsonl", ".json"):
+        raise EditkitError(f"corpus file {spec} does not exist; pass a .txt or .jsonl file, 'toy', or a dataset name")
+    return _read_hf(spec, text_field)
+
+
+def _read_file(path: Path, text_field: str) -> Iterator[str]:
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            if path.suffix == ".jsonl":
+                record = json.loads(line)
+                if not isinstance(record.get(text_field), str):
+                    raise EditkitError(f"{path} line {i + 1} has no text field {text_field!r}; pass --text-field")
+                yield record[text_field]
+            else:
+                yield line.rstrip("\n")
+
+
+def _read_hf(name: str, text_field: str) -> Iterator[str]:
+    try:
+        import datasets
+    except ImportError:
+        raise EditkitError(
+            f"corpus {name!r} is not a file, and reading Hugging Face datasets needs `pip install datasets`"
+        ) from None
+    try:
+        ds = datasets.load_dataset(name, split="train", streaming=True)
+    except Exception as e:  # network, unknown name: one line for the user
+        raise EditkitError(f"could not load dataset {name!r} ({str(e).splitlines()[0]}); pass a local file") from e
+    return (row[text_field] for row in ds)
+
+
+def keep_mask(ids: torch.Tensor, mask: torch.Tensor, tokenizer, skip_bos: bool) -> torch.Tensor:
+    """Positions to store: real, non-special tokens, plus a leading BOS when `skip_bos` is False."""
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=ids.dtype)
+    keep = mask.bool() & ~torch.isin(ids, special)
+    if not skip_bos and tokenizer.bos_token_id is not None:
+        keep[:, 0] |= (ids[:, 0] == tokenizer.bos_token_id) & mask[:, 0].bool()
+    return keep
+
+
+def tokenize(tokenizer, texts: list[str], context_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded `input_ids` and `attention_mask` of `texts`, each truncated to `context_size` tokens."""
+    rows = [r for r in tokenizer(texts, truncation=True, max_length=context_size)["input_ids"] if r]
+    if not rows:
+        raise EditkitError("every text in the batch tokenizes to nothing; pass a corpus with visible text")
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id(tokenizer), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+    return ids, mask
+
+
+@torch.no_grad()
+def hook_activations(model, tokenizer, hook: HookPoint, texts: list[str], context_size: int, skip_bos: bool = True):
+    """Activations `[n_kept, d_in]` at `hook` for the kept tokens of `texts` (each truncated to `context_size`)."""
+    device = next(model.parameters()).device
+    ids, mask = tokenize(tokenizer, texts, context_size)
+    with trace_hook(model, hook, stop=True) as tr:
+        model(input_ids=ids.to(device), attention_mask=mask.to(device))
+    return hook_value(tr, hook)[keep_mask(ids, mask, tokenizer, skip_bos).to(device)].float().cpu()
+
+
+def cache_activations(
+    model,
+    tokenizer,
+    adapter,
+    hook: HookPoint,
+    corpus: str,
+    path: str | Path,
+    max_tokens: int,
+    model_name: str = "",
+    context_size: int = 128,
+    batch_size: int = 64,
+    skip_bos: bool = True,
+    texts: Iterable[str] | None = None,
+    progress=None,
+) -> Path:
+    """Stream `hook`'s activations over `corpus` into `path` until `max_tokens` are stored (or the corpus
+    ends); resumes a file written with the same settings. `progress(n_tokens)` is called per batch."""
+    import h5py
+
+    path = Path(path)
+    d_in = hook_width(model, adapter, hook)
+    attrs = {"model": model_name, "hook_name": hook.name, "corpus": corpus, "context_size": context_size}
+    attrs["skip_bos"], attrs["d_in"] = skip_bos, d_in
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "a") as f:
+        _check_or_init(f, path, attrs, d_in)
+        ds = f[DATASET]
+        n, done = int(f.attrs["n_tokens"]), int(f.attrs["texts_done"])
+        ds.resize(n, axis=0)  # drop rows of a batch interrupted before its attributes were written
+        partial = n - int(f.attrs["tokens_of_done_texts"])  # rows already stored from the next batch
+        stream = islice(iter(texts if texts is not None else read_corpus(corpus)), done, None)
+        while n < max_tokens and not f.attrs["complete"]:
+            batch = list(islice(stream, batch_size))
+            if not batch:
+                f.attrs["complete"] = True
+                break
+            acts = hook_activations(model, tokenizer, hook, batch, context_size, skip_bos)
+            new = acts[partial : partial + max_tokens - n]
+            ds.resize(n + len(new), axis=0)
+            ds[n:] = new.numpy()
+            n += len(new)
+            if partial + len(new) == len(acts):  # the whole batch is stored
+                done, partial = done + len(batch), 0
+                f.attrs["texts_done"], f.attrs["tokens_of_done_texts"] = done, n
+            f.attrs["n_tokens"] = n
+            f.flush()
+            if progress is not None:
+                progress(n)
+    return path
+
+
+def _check_or_init(f, path: Path, attrs: dict, d_in: int) -> None:
+    if DATASET not in f:
+        f.create_dataset(DATASET, shape=(0, d_in), maxshape=(None, d_in), dtype="float32", chunks=(1024, d_in))
+        f.attrs.update({**attrs, "n_tokens": 0, "texts_done": 0, "tokens_of_done_texts": 0, "complete": False})
+        return
+    for key, value in attrs.items():
+        if f.attrs.get(key) != value:
+            raise EditkitError(
+                f"{path} holds activations with {key}={f.attrs.get(key)!r}, not {value!r}; "
+                "pass a new --store path or the same settings to resume"
+            )
+
+
+class ActivationStore:
+    """Read access to an activation file: its attributes and shuffled training batches."""
+
+    def __init__(self, path: str | Path):
+        import h5py
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise EditkitError(f"activation store {path} does not exist; write it with cache_activations first")
+        with h5py.File(self.path, "r") as f:
+            if DATASET not in f:
+                raise EditkitError(f"{path} is not an editkit activation store (no {DATASET!r} dataset)")
+            self.attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+            self.n_tokens, self.d_in = int(self.attrs["n_tokens"]), int(f[DATASET].shape[1])
+        if self.n_tokens == 0:
+            raise EditkitError(f"activation store {path} is empty; the corpus gave no tokens")
+
+    def read(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            return torch.from_numpy(f[DATASET][start : min(stop or self.n_tokens, self.n_tokens)])
+
+    def batches(self, batch_size: int, seed: int, buffer: int = 1 << 16) -> Iterator[torch.Tensor]:
+        """Endless shuffled batches: blocks of `buffer` rows in a seeded random order, rows shuffled within."""
+        g = torch.Generator().manual_seed(seed)
+        starts = list(range(0, self.n_tokens, buffer))
+        while True:
+            for b in torch.randperm(len(starts), generator=g).tolist():
+                block = self.read(starts[b], starts[b] + buffer)
+                block = block[torch.randperm(len(block), generator=g)]
+                for i in range(0, len(block) - batch_size + 1, batch_size):
+                    yield block[i : i + batch_size]
+                if len(block) < batch_size:
+                    yield block

@@ -1,0 +1,178 @@
+"""Training an SAE: MSE reconstruction + sparsity, Adam, as SAELens and Anthropic's updates describe.
+
+- `relu`: L1 penalty on activations weighted by decoder norms, Σᵢ fᵢ‖W_dec,i‖ (April 2024 update), its
+  coefficient warmed up linearly over `l1_warm_up_steps`; the decoder is free.
+- `topk`: no penalty; decoder rows kept unit-norm (gradient parallel to each row removed, then renormalised).
+- Linear learning-rate warm-up, optional linear decay over the last `lr_decay_steps`.
+- `expected_average_only_in`: inputs scaled so that their mean norm is √d_in during training; the factor
+  is folded into the weights at the end, so the saved SAE reads raw activations.
+- Dead features (no activation in `dead_feature_window` steps) are resampled every `resample_every`
+  steps (Bricken et al. 2023): decoder ← a high-loss input, normalised; encoder ← it × 0.2 × mean alive
+  encoder norm; b_enc ← 0; their Adam moments reset.
+At the end decoder norms are folded into the encoder, so every decoder row has unit norm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from editkit.features.sae import SAE, SAEConfig
+
+
+def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    """1 − FVU: 1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²."""
+    return 1 - ((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()).item()
+
+
+def lr_factor(cfg: SAEConfig, step: int) -> float:
+    warm = min(1.0, (step + 1) / max(1, cfg.lr_warm_up_steps))
+    left = cfg.training_steps - step
+    decay = min(1.0, left / cfg.lr_decay_steps) if cfg.lr_decay_steps else 1.0
+    return warm * decay
+
+
+def sae_loss(sae: SAE, x: torch.Tensor, l1_coefficient: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, feature activations, reconstruction) for a batch `x`."""
+    f = sae.activation(sae.pre_acts(x))
+    x_hat = sae.decode(f)
+    loss = (x_hat - x).pow(2).sum(-1).mean()
+    if sae.cfg.architecture == "relu":
+        loss = loss + l1_coefficient * (f * sae.W_dec.norm(dim=1)).sum(-1).mean()
+    return loss, f, x_hat
+
+
+@torch.no_grad()
+def _unit_decoder(sae: SAE, grads_only: bool) -> None:
+    """TopK: remove the gradient component parallel to each decoder row, or renormalise the rows."""
+    w = sae.W_dec
+    if grads_only:
+        if w.grad is not None:
+            unit = w / w.norm(dim=1, keepdim=True)
+            w.grad -= (w.grad * unit).sum(1, keepdim=True) * unit
+    else:
+        w /= w.norm(dim=1, keepdim=True)
+
+
+@torch.no_grad()
+def resample_dead(sae: SAE, opt: torch.optim.Optimizer, dead: torch.Tensor, x: torch.Tensor, g: torch.Generator) -> int:
+    """Re-initialise the `dead` features on inputs drawn ∝ their squared reconstruction loss."""
+    idx = dead.nonzero().squeeze(1)
+    if len(idx) == 0:
+        return 0
+    losses = (sae(x) - x).pow(2).sum(-1)
+    pick = torch.multinomial(losses.pow(2) + 1e-12, len(idx), replacement=True, generator=g)
+    v = x[pick] - sae.b_dec
+    v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    alive = ~dead
+    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
+    dec_norm = sae.W_dec[alive].norm(dim=1).mean() if alive.any() else torch.tensor(1.0)
+    sae.W_dec[idx] = v * (1.0 if sae.cfg.architecture == "topk" else dec_norm)
+    sae.W_enc[:, idx] = (v * 0.2 * enc_norm).T
+    sae.b_enc[idx] = 0
+    for p, rows in ((sae.W_dec, (idx,)), (sae.W_enc, (slice(None), idx)), (sae.b_enc, (idx,))):
+        state = opt.state.get(p, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                state[key][rows] = 0
+    return len(idx)
+
+
+@torch.no_grad()
+def fold(sae: SAE, scale: float) -> None:
+    """Fold the input scale and the decoder norms into the weights (the function computed is unchanged)."""
+    sae.W_enc *= scale
+    sae.W_dec /= scale
+    sae.b_dec /= scale
+    norms = sae.W_dec.norm(dim=1)
+    sae.W_dec /= norms[:, None]
+    sae.W_enc *= norms[None]
+    sae.b_enc *= norms
+    sae.cfg.normalize_activations = "none"
+
+
+def train_sae(
+    batches: Iterator[torch.Tensor], cfg: SAEConfig, progress: bool = False, log_every: int = 50
+) -> tuple[SAE, list[dict]]:
+    """Train an SAE on `batches` of activations `[batch, d_in]` for `cfg.training_steps` steps.
+
+    Returns the SAE (decoder rows unit-norm, normalisation folded) and a log of loss, L0, explained
+    variance and dead fraction every `log_every` steps.
+    """
+    torch.manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    sae = SAE(cfg)
+    first = next(batches).to(sae.W_enc.dtype)
+    scale = cfg.d_in**0.5 / first.norm(dim=1).mean().item() if cfg.normalize_activations != "none" else 1.0
+    with torch.no_grad():
+        sae.b_dec.copy_((first * scale).mean(0))
+    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s))
+    since_fired = torch.zeros(cfg.d_sae, dtype=torch.long)
+    log: list[dict] = []
+    with _progress(progress, cfg.training_steps) as bar:
+        for step in range(cfg.training_steps):
+            x = (first if step == 0 else next(batches)).to(sae.W_enc.dtype) * scale
+            l1 = cfg.l1_coefficient * min(1.0, (step + 1) / max(1, cfg.l1_warm_up_steps))
+            loss, f, x_hat = sae_loss(sae, x, l1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.architecture == "topk":
+                _unit_decoder(sae, grads_only=True)
+            opt.step()
+            sched.step()
+            if cfg.architecture == "topk":
+                _unit_decoder(sae, grads_only=False)
+            fired = (f > 0).any(0)
+            since_fired = torch.where(fired, 0, since_fired + 1)
+            resampled = 0
+            if (step + 1) % cfg.resample_every == 0 and step < cfg.resample_until * cfg.training_steps:
+                resampled = resample_dead(sae, opt, since_fired >= cfg.dead_feature_window, x, g)
+                since_fired[since_fired >= cfg.dead_feature_window] = 0
+            if step % log_every == 0 or step == cfg.training_steps - 1:
+                entry = {
+                    "step": step,
+                    "loss": loss.item(),
+                    "l0": (f > 0).sum(-1).float().mean().item(),
+                    "explained_variance": explained_variance(x.detach(), x_hat.detach()),
+                    "dead_fraction": (since_fired >= cfg.dead_feature_window).float().mean().item(),
+                    "resampled": resampled,
+                }
+                log.append(entry)
+                bar(step + 1, entry)
+    fold(sae, scale)
+    return sae.eval(), log
+
+
+class _progress:
+    """A rich progress bar showing loss, L0 and explained variance; a no-op when disabled."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total = enabled, total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda step, entry: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("training SAE"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[stats]}"),
+        )
+        self.bar.start()
+        task = self.bar.add_task("train", total=self.total, stats="")
+
+        def update(step: int, e: dict) -> None:
+            ev, dead = e["explained_variance"], e["dead_fraction"]
+            stats = f"loss {e['loss']:.4g}  L0 {e['l0']:.1f}  EV {ev:.3f}  dead {dead:.1%}"
+            self.bar.update(task, completed=step, stats=stats)
+
+        return update
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.bar.stop()
