@@ -256,103 +256,182 @@ def _naive(case: _Case, kind: str, window: int, sever: str | None) -> np.ndarray
     return out
 
 
-# --- fast: shared corrupted prefix, all tokens batched ---------------------------------------------------
+# --- fast: corrupted prefix shared, below the restored layer and before the restored token ---------------
 
 
-def _expand(x, rows: int):
+def _expand(x, rows: int, cache):
     """Broadcast a recorded batch-1 call argument to `rows` rows (tensors with a leading 1; recursively);
-    a KV cache is dropped, so replayed blocks never append to it."""
+    a KV cache is replaced by `cache` (a fresh one per replay: blocks append to it)."""
     from transformers.cache_utils import Cache
 
     if isinstance(x, Cache):
-        return None
+        return cache
     if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == 1:
         return x.expand(rows, *x.shape[1:])
     if isinstance(x, tuple):
-        return tuple(_expand(v, rows) for v in x)
+        return tuple(_expand(v, rows, cache) for v in x)
     return x
 
 
-class _Replay:
-    """Re-runs the blocks from a given layer on a batch of hidden states, with the arguments the model
-    itself passed to its blocks (masks, rotary embeddings, positions), then the final norm and unembedding
-    at the last position. This is what lets `fast` skip the layers below a restoration."""
+def _cache_kwarg(model) -> str:
+    """The forward argument that takes a KV cache: `cache` in newer transformers, `past_key_values` before."""
+    import inspect
 
-    def __init__(self, case: _Case, call: tuple[tuple, dict]):
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _layer_kv(cache, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if hasattr(cache, "layers"):
+        return cache.layers[i].keys, cache.layers[i].values
+    return cache.key_cache[i], cache.value_cache[i]
+
+
+def _tile(x: torch.Tensor, n: int) -> torch.Tensor:
+    """`[S, ...]` -> `[n*S, ...]`: the S samples once for each of n restorations."""
+    return x.repeat(n, *([1] * (x.dim() - 1)))
+
+
+class _Replay:
+    """Re-runs the blocks on the tokens from `t` on, with the corrupted run's keys and values of the tokens
+    before `t` as a KV cache, then the final norm and unembedding at the last position.
+
+    Restoring a state of token `t` at layer `l` changes nothing below `l` and nothing before `t` (attention
+    is causal), so only that corner is recomputed. The arguments each block needs for the chunk (causal
+    mask, rotary embeddings, positions) are the ones the model itself passes its blocks when run on it.
+    """
+
+    def __init__(self, case: _Case, kv: list[tuple[torch.Tensor, torch.Tensor]], full_call: tuple[tuple, dict]):
         self.case = case
-        self.blocks = get_module(case.model, case.adapter.blocks)
+        self.kv = kv  # per layer, the corrupted run's keys and values [S, heads, T, head_dim]
+        self.blocks = list(get_module(case.model, case.adapter.blocks))
         self.norm = get_module(case.model, case.adapter.final_norm)
         self.unembed = get_module(case.model, case.adapter.unembed)
-        self.args, self.kwargs = call
+        self.calls = {0: full_call}
 
-    def __call__(self, h: torch.Tensor, start: int) -> torch.Tensor:
-        """Answer probabilities `[rows]` after running blocks `start..` on `h` (the input of block `start`)."""
-        rows = h.shape[0]
-        args = tuple(_expand(a, rows) for a in self.args[1:])
-        kwargs = {k: _expand(v, rows) for k, v in self.kwargs.items()}
-        for block in list(self.blocks)[start:]:
-            out = block(h, *args, **kwargs)
+    def cache(self, t: int, copies: Sequence[int]):
+        """A fresh KV cache with the corrupted keys/values of tokens [0, t): layer i holds the S samples
+        `copies[i]` times over (0: only the first sample, for a batch of one)."""
+        from transformers.cache_utils import DynamicCache
+
+        if t == 0:
+            return None
+        cache = DynamicCache(config=self.case.model.config)
+        for i, (k, v) in enumerate(self.kv):
+            k, v = (k[:1], v[:1]) if copies[i] == 0 else (_tile(k, copies[i]), _tile(v, copies[i]))
+            cache.update(k[:, :, :t], v[:, :, :t], i)
+        return cache
+
+    def call(self, t: int) -> tuple[tuple, dict]:
+        """The block arguments for the chunk [t, T): recorded from the model's own pass over it (cut short)."""
+        if t not in self.calls:
+            a, model = self.case.adapter, self.case.model
+            zero = self.cache(t, [0] * a.n_layers)
+            with torch.no_grad(), Trace(model, a.name("block", 0), retain_args=True, stop=True) as tr:
+                model(input_ids=self.case.ids[:, t:], **{_cache_kwarg(model): zero})
+            rec = tr[a.name("block", 0)]
+            self.calls[t] = (rec.args, rec.kwargs)
+        return self.calls[t]
+
+    def run(self, t: int, inputs: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
+        """Answer probabilities `[sum of rows]` for several restorations of token `t` at once: each input is
+        (start block, hidden state entering it for tokens [t, T)); rows join the batch at their start block,
+        in the given order, which must be sorted by start."""
+        n_layers = self.case.adapter.n_layers
+        S = self.case.samples
+        copies = [sum(1 for s, _ in inputs if s <= i) for i in range(n_layers)]
+        cache = self.cache(t, copies)
+        args, kwargs = self.call(t)
+        h = None
+        pending = list(inputs)
+        for j, block in enumerate(self.blocks):
+            joining = [x for s, x in pending if s == j]
+            pending = [(s, x) for s, x in pending if s != j]
+            if joining:
+                h = torch.cat(([h] if h is not None else []) + joining)
+            if h is None:
+                continue
+            rows = h.shape[0]
+            assert rows == copies[j] * S
+            out = block(
+                h,
+                *(_expand(x, rows, cache) for x in args[1:]),
+                **{k: _expand(v, rows, cache) for k, v in kwargs.items()},
+            )
             h = out[0] if isinstance(out, tuple) else out
-        return self.case.answer_prob(self.unembed(self.norm(h[:, -1])))
+        last = [x[:, -1] for _, x in pending]  # restorations above the last block
+        h_last = torch.cat(([h[:, -1]] if h is not None else []) + last)
+        return self.case.answer_prob(self.unembed(self.norm(h_last)))
 
 
 @torch.no_grad()
 def _fast_runs(case: _Case, kinds: Sequence[str], sever: str | None) -> tuple[dict, _Replay]:
-    """The clean run (batch 1) and the corrupted run (batch S), with every state `fast` needs recorded."""
+    """The clean run (batch 1) and the corrupted run (batch S, with its KV cache), every state recorded."""
     a = case.adapter
     names = sorted({n for k in (*kinds, *([sever] if sever else [])) for n in case.names(k)} | set(a.names("block")))
     with Trace(case.model, names, clone=True) as clean, Trace(case.model, a.name("block", 0), retain_args=True) as call:
         case.model(input_ids=case.ids, use_cache=False)
     first = call[a.name("block", 0)]
-    corrupt_names = [a.embed, *names]
     rows = case.ids.expand(case.samples, -1)
-    with Trace(case.model, corrupt_names, clone=True, edit_output=_only(a.embed, case.corrupt(0))) as corr:
+    with Trace(case.model, [a.embed, *names], clone=True, edit_output=_only(a.embed, case.corrupt(0))) as corr:
         with Trace(case.model, a.names("block"), retain_input=True, retain_output=False) as corr_in:
-            case.model(input_ids=rows, use_cache=False)
+            out = case.model(input_ids=rows, use_cache=True)
+    cache = getattr(out, "cache", None) or out.past_key_values
     states = {"clean": {n: clean[n].output[0] for n in names}, "corrupted": {n: corr[n].output for n in names}}
     states["block_input"] = [corr_in[n].input for n in a.names("block")]
-    return states, _Replay(case, (first.args, first.kwargs))
+    kv = [_layer_kv(cache, i) for i in range(a.n_layers)]
+    return states, _Replay(case, kv, (first.args, first.kwargs))
 
 
-def _tile(x: torch.Tensor, n: int) -> torch.Tensor:
-    """`[S, ...]` -> `[n*S, ...]`: the S corrupted samples once for each of n restored tokens."""
-    return x.repeat(n, *([1] * (x.dim() - 1)))
+def _restorations(case: _Case, kind: str, layer: int, t: int, window: int, sever: str | None, states: dict):
+    """One restoration of `kind` at (token t, layer): (start block, input state for tokens [t, T), patches
+    {module: value at token t}, a key shared by restorations that are the same computation)."""
+    a = case.adapter
+    if kind == "hidden":
+        name = a.name("block", layer)
+        h = states["corrupted"][name][:, t:].clone()
+        h[:, 0] = states["clean"][name][t]
+        # severed paths: later layers' module outputs at the restored token keep their corrupted values
+        patches = {n: states["corrupted"][n][:, t] for n in (case.names(sever)[layer + 1 :] if sever else [])}
+        return layer + 1, h, patches, (kind, layer)
+    layers = window_layers(layer, a.n_layers, window)
+    patches = {a.name(kind, i): states["clean"][a.name(kind, i)][t] for i in layers}
+    return layers.start, states["block_input"][layers.start][:, t:], patches, (kind, layers.start, layers.stop)
 
 
 def _fast(
-    case: _Case, kind: str, window: int, sever: str | None, states: dict, replay: _Replay, corrupted: float
-) -> np.ndarray:
+    case: _Case, kinds: Sequence[str], window: int, sever: str | None, states: dict, replay: _Replay, corrupted: float
+) -> dict[str, np.ndarray]:
+    """Every restoration, computing only the blocks above it for the tokens from it on: one batched replay
+    per restored token. Tokens before the subject see no noise, so restoring them changes nothing: their
+    score is the corrupted score, exactly. Identical restorations (clipped windows) are computed once."""
     a, (b, _), S = case.adapter, case.span, case.samples
-    # Tokens before the subject see no noise (attention is causal): restoring them changes nothing, so
-    # their score is the corrupted score, exactly. Every other token's restoration runs in one batch.
-    tokens = torch.arange(b, case.n_tokens)
-    rows_t = tokens.repeat_interleave(S)  # token-major: rows i*S .. i*S+S-1 restore tokens[i]
-    row_ids = torch.arange(len(rows_t))
-    out = np.full((case.n_tokens, a.n_layers), corrupted)
-    for layer in range(a.n_layers):
-        if kind == "hidden":
-            name = a.name("block", layer)
-            h = _tile(states["corrupted"][name], len(tokens)).clone()
-            h[row_ids, rows_t] = states["clean"][name][rows_t]
-            patches = {}
-            if sever:  # later layers' module outputs at the restored token keep their corrupted values
-                for n in case.names(sever)[layer + 1 :]:
-                    patches[n] = _tile(states["corrupted"][n], len(tokens))[row_ids, rows_t]
-            start = layer + 1
-        else:
-            layers = window_layers(layer, a.n_layers, window)
-            patches = {a.name(kind, i): states["clean"][a.name(kind, i)][rows_t] for i in layers}
-            start = layers.start
-            h = _tile(states["block_input"][start], len(tokens))
+    out = {k: np.full((case.n_tokens, a.n_layers), corrupted) for k in kinds}
+    for t in range(b, case.n_tokens):
+        todo = {}
+        for kind in kinds:
+            for layer in range(a.n_layers):
+                start, h, patches, key = _restorations(case, kind, layer, t, window, sever, states)
+                todo.setdefault(key, (start, h, patches, []))[3].append((kind, layer))
+        if not todo:
+            break
+        groups = sorted(todo.values(), key=lambda g: g[0])
+        rows_of = {}  # module -> (row indices, values) of the groups that patch it
+        for g, (_, _, patches, _) in enumerate(groups):
+            for name, value in patches.items():
+                rows_of.setdefault(name, []).append((slice(g * S, (g + 1) * S), value))
 
-        def patch(x: torch.Tensor, name: str, patches=patches) -> torch.Tensor:
+        def patch(x: torch.Tensor, name: str, rows_of=rows_of) -> torch.Tensor:
             x = x.clone()
-            x[row_ids, rows_t] = patches[name].to(x.dtype)
+            for rows, value in rows_of[name]:
+                if rows.start < x.shape[0]:  # groups that joined the batch already
+                    x[rows, 0] = value.to(x.dtype)
             return x
 
-        with torch.no_grad(), Trace(case.model, list(patches), retain_output=False, edit_output=patch):
-            p = replay(h, start)
-        out[b:, layer] = p.view(len(tokens), S).mean(1).double().cpu().numpy()
+        with torch.no_grad(), Trace(case.model, list(rows_of), retain_output=False, edit_output=patch):
+            p = replay.run(t, [(start, h) for start, h, _, _ in groups]).view(len(groups), S).mean(1)
+        for g, (_, _, _, targets) in enumerate(groups):
+            for kind, layer in targets:
+                out[kind][t, layer] = p[g].item()
     return out
 
 
@@ -441,9 +520,9 @@ def trace(
     else:
         states, replay = _fast_runs(case, kinds, sever)
         with torch.no_grad():
-            corrupted = replay(states["block_input"][0], 0).mean().item()
+            corrupted = replay.run(0, [(0, states["block_input"][0])]).mean().item()
         if method == "fast":
-            scores = {k: _fast(case, k, window, sever, states, replay, corrupted) for k in kinds}
+            scores = _fast(case, kinds, window, sever, states, replay, corrupted)
         else:
             scores = _attribution(case, kinds, window, states["clean"])
     return TraceResult(
