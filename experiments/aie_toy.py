@@ -27,6 +27,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--limit", type=int, default=300)
     p.add_argument("--samples", type=int, default=10)
+    p.add_argument("--window", type=int, default=2, help="mlp/attn window (10, the paper's, spans all 6 layers)")
     p.add_argument("--out", type=Path, default=Path("experiments/results/aie_toy"))
     p.add_argument("--figures", type=Path, default=Path("experiments/figures"))
     args = p.parse_args()
@@ -44,6 +45,7 @@ def main() -> None:
             cases,
             args.out / "traces.h5",
             samples=args.samples,
+            window=args.window,
             noise_subjects=reference_subjects("toy"),
             progress=lambda i, n: bar.update(task, completed=i),
         )
