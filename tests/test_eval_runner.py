@@ -132,8 +132,9 @@ def test_single_batch_and_sequential_modes_edit_and_revert(bundle, records, tmp_
         assert all(torch.equal(before[n], v) for n, v in model.state_dict().items())  # reverted bit for bit
     single, batch, seq = (read_cases(tmp_path / m / "cases.jsonl") for m in ("single", "batch", "sequential"))
     # One shift per edit call: single and batch score every case under one shift; sequential under 1, 2, 3 shifts.
-    assert [c["metrics"] for c in single] == [c["metrics"] for c in batch]
-    assert [c["metrics"] for c in seq[:3]] == [c["metrics"] for c in single[:3]]
+    # Batch mode scores a chunk's rows together: other batches, the same numbers up to float rounding.
+    assert all(a["metrics"] == pytest.approx(b["metrics"], abs=1e-6) for a, b in zip(single, batch, strict=True))
+    assert seq[:3] == batch[:3]  # the first chunk: one shift in both
     assert seq[3]["predictions"] != single[3]["predictions"]
     with pytest.raises(EditkitError, match="--batch-size needs --mode batch or sequential"):
         config(batch_size=2)

@@ -220,10 +220,13 @@ def run_eval(
                 todo = [r for r in chunk if r.case_id not in done]
                 if not todo and config.mode != "sequential":
                     continue
-                pre = {r.case_id: suites.pre_edit(model, tokenizer, r, opts) for r in todo}
+                pres = [suites.pre_edit(model, tokenizer, r, opts) for r in chunk]
                 applied.append(editor(model, tokenizer, [r.request() for r in chunk]))
-                for r in todo:
-                    metrics, preds = suites.evaluate(model, tokenizer, r, opts, pre[r.case_id], refs)
+                # The whole chunk is scored even when resuming part of it: the same batches, the same numbers.
+                results = suites.evaluate_many(model, tokenizer, chunk, opts, pres, refs)
+                for r, (metrics, preds) in zip(chunk, results, strict=True):
+                    if r.case_id in done:
+                        continue
                     case = {"case_id": r.case_id, "subject": r.subject, "metrics": metrics, "predictions": preds}
                     append_case(log, case)
                     cases.append(case)

@@ -1,5 +1,5 @@
 """How one record is evaluated, per benchmark suite: which prompts are scored against which targets, and
-which metrics come out. Every prompt of a record is scored in one batched call."""
+which metrics come out. The rows of several records can be scored together in right-padded batches."""
 
 from __future__ import annotations
 
@@ -50,32 +50,50 @@ def pre_edit(model, tok, record: Record, opts: ScoreOptions) -> dict | None:
     return None
 
 
-def evaluate(model, tok, record: Record, opts: ScoreOptions, pre: dict | None = None, refs=None) -> tuple[dict, dict]:
-    """(metrics, predictions) of `record` on the model as it is now."""
+def rows(record: Record) -> list[tuple[str, str]]:
+    """The (prompt, target) pairs scored for `record`."""
     if isinstance(record, CounterFactRecord):
-        return _counterfact(model, tok, record, opts, refs)
+        prompts = [fill_prompt(record.prompt, record.subject), *record.paraphrase_prompts, *record.neighborhood_prompts]
+        return [(p, t) for p in prompts for t in (record.target_new, record.target_true)]
     if isinstance(record, ZsreRecord):
-        return _zsre(model, tok, record, opts)
+        edit = [fill_prompt(record.prompt, record.subject), *record.paraphrase_prompts]
+        return [(p, record.target_new) for p in edit] + [(f"{record.loc}?", record.loc_answer)]
     if isinstance(record, EasyEditRecord):
-        return _easyedit(model, tok, record, opts, pre)
+        return [row for g in _easyedit_groups(record).values() for row in g]
     raise EditkitError(f"records of type {type(record).__name__} have no edit metrics; use counterfact or zsre")
 
 
-def _counterfact(model, tok, r: CounterFactRecord, opts: ScoreOptions, refs) -> tuple[dict, dict]:
-    groups = {
-        "rewrite": [fill_prompt(r.prompt, r.subject)],
-        "paraphrase": list(r.paraphrase_prompts),
-        "neighborhood": list(r.neighborhood_prompts),
-    }
-    prompts = [p for ps in groups.values() for p in ps]
-    scores = score_targets(
-        model, tok, [p for p in prompts for _ in "nt"], [r.target_new, r.target_true] * len(prompts), opts.batch_size
-    )
+def evaluate_many(
+    model, tok, records: list[Record], opts: ScoreOptions, pres: list, refs=None
+) -> list[tuple[dict, dict]]:
+    """(metrics, predictions) of each record on the model as it is now; all their rows scored together."""
+    per = [rows(r) for r in records]
+    flat = [row for rs in per for row in rs]
+    scores = score_targets(model, tok, [p for p, _ in flat], [t for _, t in flat], opts.batch_size)
+    out, at = [], 0
+    for r, rs, pre in zip(records, per, pres, strict=True):
+        s, at = scores[at : at + len(rs)], at + len(rs)
+        if isinstance(r, CounterFactRecord):
+            out.append(_counterfact(model, tok, r, s, opts, refs))
+        elif isinstance(r, ZsreRecord):
+            out.append(_zsre(tok, s))
+        else:
+            out.append(_easyedit(tok, r, s, pre))
+    return out
+
+
+def evaluate(model, tok, record: Record, opts: ScoreOptions, pre: dict | None = None, refs=None) -> tuple[dict, dict]:
+    """(metrics, predictions) of one record on the model as it is now."""
+    return evaluate_many(model, tok, [record], opts, [pre], refs)[0]
+
+
+def _counterfact(model, tok, r: CounterFactRecord, scores, opts: ScoreOptions, refs) -> tuple[dict, dict]:
+    sizes = {"rewrite": 1, "paraphrase": len(r.paraphrase_prompts), "neighborhood": len(r.neighborhood_prompts)}
     pairs, probs, at = {}, {}, 0
-    for name, ps in groups.items():
-        pairs[name] = [(scores[2 * i].nll, scores[2 * i + 1].nll) for i in range(at, at + len(ps))]
+    for name, n in sizes.items():
+        pairs[name] = [(scores[2 * i].nll, scores[2 * i + 1].nll) for i in range(at, at + n)]
         probs[name] = [[math.exp(-a), math.exp(-b)] for a, b in pairs[name]]
-        at += len(ps)
+        at += n
     preds = {"probs [new, true]": probs}
     metrics = M.counterfact_metrics(pairs["rewrite"], pairs["paraphrase"], pairs["neighborhood"])
     if opts.generation and r.generation_prompts:
@@ -92,10 +110,7 @@ def _decoded_top1(tok, scores) -> list[str]:
     return [tok.decode(list(s.argmax)) for s in scores]
 
 
-def _zsre(model, tok, r: ZsreRecord, opts: ScoreOptions) -> tuple[dict, dict]:
-    edit = [fill_prompt(r.prompt, r.subject), *r.paraphrase_prompts]
-    prompts, targets = [*edit, f"{r.loc}?"], [r.target_new] * len(edit) + [r.loc_answer]
-    s = score_targets(model, tok, prompts, targets, opts.batch_size)
+def _zsre(tok, s) -> tuple[dict, dict]:
     metrics = {
         "Efficacy": M.token_accuracy([s[0].correct]),
         "Paraphrase": M.token_accuracy([x.correct for x in s[1:-1]]),
@@ -105,19 +120,19 @@ def _zsre(model, tok, r: ZsreRecord, opts: ScoreOptions) -> tuple[dict, dict]:
     return metrics, {"top1": {"edit": top[0], "paraphrase": top[1:-1], "loc": top[-1]}}
 
 
-def _easyedit(model, tok, r: EasyEditRecord, opts: ScoreOptions, pre: dict | None) -> tuple[dict, dict]:
-    groups = {
+def _easyedit_groups(r: EasyEditRecord) -> dict[str, list[tuple[str, str]]]:
+    return {
         "Reliability": [(fill_prompt(r.prompt, r.subject), r.target_new)],
         "Generalization": [(p, r.target_new) for p in r.rephrase_prompts],
         "Locality": list(r.locality),
         "Portability": list(r.portability),
     }
-    rows = [row for g in groups.values() for row in g]
-    scores = score_targets(model, tok, [p for p, _ in rows], [t for _, t in rows], opts.batch_size)
+
+
+def _easyedit(tok, r: EasyEditRecord, scores, pre: dict | None) -> tuple[dict, dict]:
     metrics, preds, at = {}, {}, 0
-    for name, g in groups.items():
-        s = scores[at : at + len(g)]
-        at += len(g)
+    for name, g in _easyedit_groups(r).items():
+        s, at = scores[at : at + len(g)], at + len(g)
         if not g:
             continue
         preds[name] = _decoded_top1(tok, s)
