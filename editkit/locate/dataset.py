@@ -217,6 +217,14 @@ class AIE:
         }
 
 
+def _ci95(x: np.ndarray) -> np.ndarray:
+    """Half-width of the normal 95% interval of the mean over axis 0, ignoring NaNs (NaN below 2 values)."""
+    n = np.sum(~np.isnan(x), axis=0)
+    dev = np.where(np.isnan(x), 0.0, x - np.nanmean(x, axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 1, 1.96 * np.sqrt((dev**2).sum(0) / (n - 1)) / np.sqrt(n), np.nan)
+
+
 def average_indirect_effect(path: str | Path) -> AIE:
     """Indirect effect (restored − corrupted probability) averaged over the traced cases, per bucket and layer."""
     import h5py
@@ -233,7 +241,7 @@ def average_indirect_effect(path: str | Path) -> AIE:
         clean = float(np.mean([g.attrs["clean_score"] for g in groups]))
         corrupted = float(np.mean([g.attrs["corrupted_score"] for g in groups]))
     mean = {k: np.nanmean(v, axis=0) for k, v in per.items()}
-    ci95 = {k: 1.96 * np.nanstd(v, axis=0, ddof=1) / np.sqrt(np.sum(~np.isnan(v), axis=0)) for k, v in per.items()}
+    ci95 = {k: _ci95(v) for k, v in per.items()}
     return AIE(len(groups), kinds, mean, ci95, clean, corrupted)
 
 
