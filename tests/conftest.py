@@ -37,6 +37,23 @@ def tiny_model(family: str, seed: int = 0):
     return model.eval()
 
 
+def tiny_opt():
+    """A model of a family editkit does not support (OPT), for the unknown-architecture errors."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    return OPTForCausalLM(
+        OPTConfig(
+            vocab_size=64,
+            hidden_size=16,
+            num_hidden_layers=1,
+            ffn_dim=32,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+            word_embed_proj_dim=16,
+        )
+    )
+
+
 @pytest.fixture(params=sorted(TINY_CONFIGS))
 def family(request) -> str:
     return request.param

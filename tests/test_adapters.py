@@ -2,12 +2,11 @@
 
 import pytest
 import torch
-from transformers import OPTConfig, OPTForCausalLM
 from transformers.pytorch_utils import Conv1D
 
 from editkit.errors import EditkitError
 from editkit.models import BLOCK_KINDS, adapter_for, get_module, weight_out_in
-from tests.conftest import tiny_model
+from tests.conftest import tiny_model, tiny_opt
 
 
 def test_adapter_paths_resolve(family):
@@ -44,17 +43,7 @@ def test_mlp_weights_are_out_in(family):
 
 
 def test_unknown_architecture_is_a_clear_error():
-    model = OPTForCausalLM(
-        OPTConfig(
-            vocab_size=64,
-            hidden_size=16,
-            num_hidden_layers=1,
-            ffn_dim=32,
-            num_attention_heads=2,
-            max_position_embeddings=32,
-            word_embed_proj_dim=16,
-        )
-    )
+    model = tiny_opt()
     with pytest.raises(EditkitError, match=r"unsupported architecture OPTForCausalLM.*gpt2, gptj, gpt_neox, llama"):
         adapter_for(model)
 

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from editkit.cli import app
-from tests.conftest import tiny_model
+from tests.conftest import tiny_model, tiny_opt
 
 runner = CliRunner()
 
@@ -80,19 +80,7 @@ def test_errors_are_one_line_with_status_2(args, message):
 
 
 def test_unknown_architecture_is_one_line_with_status_2(tmp_path):
-    from transformers import OPTConfig, OPTForCausalLM
-
-    OPTForCausalLM(
-        OPTConfig(
-            vocab_size=64,
-            hidden_size=16,
-            num_hidden_layers=1,
-            ffn_dim=32,
-            num_attention_heads=2,
-            max_position_embeddings=32,
-            word_embed_proj_dim=16,
-        )
-    ).save_pretrained(tmp_path / "opt")
+    tiny_opt().save_pretrained(tmp_path / "opt")
     res = run("info", str(tmp_path / "opt"))
     assert res.exit_code == 2
     assert "unsupported architecture OPTForCausalLM" in res.output and "llama" in res.output

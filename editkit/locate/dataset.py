@@ -247,16 +247,9 @@ def average_indirect_effect(path: str | Path) -> AIE:
 
 def plot_aie(aie: AIE, path: str | Path) -> Path:
     """Line plots of the AIE over layers, one panel per kind and one line per token bucket, with 95% CIs."""
-    import io
+    from editkit.locate.plots import CMAPS, pyplot, save_figure
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from editkit.io import atomic_write_bytes
-    from editkit.locate.plots import CMAPS
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(aie.kinds), figsize=(4 * len(aie.kinds), 3), squeeze=False)
     for ax, kind in zip(axes[0], aie.kinds, strict=True):
         cmap = plt.get_cmap(CMAPS[kind])
@@ -272,10 +265,4 @@ def plot_aie(aie: AIE, path: str | Path) -> Path:
         ax.set_xlabel("layer" if kind == "hidden" else "centre of restored window", fontsize=8)
         ax.set_ylabel("average indirect effect on p(answer)", fontsize=8)
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    path = Path(path)
-    buf = io.BytesIO()
-    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_figure(fig, path)

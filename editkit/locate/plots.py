@@ -22,18 +22,35 @@ def token_labels(result: TraceResult) -> list[str]:
     return [repr(t.strip() or t)[1:-1] + ("*" if b <= i < e else "") for i, t in enumerate(result.tokens)]
 
 
-def plot_trace(result: TraceResult, path: str | Path) -> Path:
-    """One panel per traced kind, tokens down, layers across, colour = p(answer); saved atomically as
-    PNG or PDF (by the file's extension)."""
-    import io
-
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (figures go to files, never to a window)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Save `fig` atomically as PNG or PDF (by the file's extension) and close it."""
+    import io
+
     from editkit.io import atomic_write_bytes
 
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=150, bbox_inches="tight")
+    pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def plot_trace(result: TraceResult, path: str | Path) -> Path:
+    """One panel per traced kind, tokens down, layers across, colour = p(answer); saved atomically as
+    PNG or PDF (by the file's extension)."""
+    plt = pyplot()
     kinds = list(result.scores)
     labels = token_labels(result)
     fig, axes = plt.subplots(1, len(kinds), figsize=(3.6 * len(kinds), 0.5 + 0.22 * len(labels)), squeeze=False)
@@ -49,13 +66,7 @@ def plot_trace(result: TraceResult, path: str | Path) -> Path:
         cb = fig.colorbar(im, ax=ax)
         cb.ax.tick_params(labelsize=6)
         cb.set_label(f"p({result.answer.strip()})", fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    buf = io.BytesIO()
-    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_figure(fig, path)
 
 
 def rich_grid(result: TraceResult, kind: str):
