@@ -595,7 +595,7 @@ def stats(
     data = run_stats(model, ids, corpus, tokens, cache_dir, device, progress=not json_out)
     if json_out:
         return _print_json(data)
-    table = Table(title=f"C = E[kkᵀ] of {model} over {tokens:,} tokens of {corpus}")
+    table = Table(title=f"C = E\\[kkᵀ] of {model} over {tokens:,} tokens of {corpus}")
     for col in ("layer", "dim", "trace", "cache file"):
         table.add_column(col)
     for layer, row in data["layers"].items():

@@ -7,8 +7,6 @@ u = C⁻¹k̄ / ‖C⁻¹k̄‖ with k̄ the key averaged over context prefixes;
 
 from __future__ import annotations
 
-import torch
-
 from editkit.edit.common import context_prefixes, mean_keys, optimise_target
 from editkit.edit.hparams import ROMEHParams, to_dict
 from editkit.edit.result import Delta, EditResult
@@ -40,7 +38,7 @@ def rome_key(model, tokenizer, adapter, request: EditRequest, hp: ROMEHParams, s
     k_bar, out_bar = mean_keys(model, tokenizer, adapter, layer, [request], prefixes)
     u = k_bar[0].double()
     if hp.mom2_adjustment:
-        u = torch.linalg.solve(stats.C(layer).to(u.device), u)
+        u = stats.solve(layer, u)
     return u / u.norm(), k_bar, out_bar
 
 

@@ -176,6 +176,7 @@ class Stats:
         self.batch_tokens, self.checkpoint_s = batch_tokens, checkpoint_s
         self._memo: dict[int, torch.Tensor] = {}
         self._projectors: dict[tuple[int, float], torch.Tensor] = {}
+        self._eig: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._corpus: tuple[str, Callable[[], Iterator[str]]] | None = None
 
     def C(self, layer: int) -> torch.Tensor:
@@ -184,11 +185,26 @@ class Stats:
             self.compute([layer])
         return self._memo[layer]
 
+    def eig(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eigenvalues (ascending) and eigenvectors of C (float64, memoised)."""
+        layer %= self.adapter.n_layers
+        if layer not in self._eig:
+            self._eig[layer] = torch.linalg.eigh(self.C(layer))
+        return self._eig[layer]
+
+    def solve(self, layer: int, k: torch.Tensor, rtol: float = 1e-10) -> torch.Tensor:
+        """C⁻¹k in float64; directions C does not span (eigenvalue below rtol·max, e.g. units that never
+        fire on the corpus) are dropped instead of amplified by 1/0."""
+        eigvals, U = self.eig(layer)
+        U, eigvals = U.to(k.device), eigvals.to(k.device)
+        keep = eigvals > rtol * eigvals[-1]
+        return U[:, keep] @ ((U[:, keep].T @ k.double()) / eigvals[keep])
+
     def projector(self, layer: int, threshold: float) -> torch.Tensor:
         """AlphaEdit's P = U Uᵀ over the eigenvectors of C with eigenvalue < threshold (float64, memoised)."""
         key = (layer % self.adapter.n_layers, threshold)
         if key not in self._projectors:
-            eigvals, U = torch.linalg.eigh(self.C(layer))
+            eigvals, U = self.eig(layer)
             U = U[:, eigvals < threshold]
             self._projectors[key] = U @ U.T
         return self._projectors[key]
@@ -314,7 +330,7 @@ class _progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.bar = Progress(
-            TextColumn("[bold]C = E[kkᵀ][/] layers {task.fields[what]}"),
+            TextColumn("[bold]C = E\\[kkᵀ][/] layers {task.fields[what]}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("tokens, {task.fields[rate]} tok/s"),
