@@ -87,3 +87,85 @@ def run_sae_eval(model: str, sae_dir: Path, corpus: str, texts: int, skip: int, 
     if not sample:
         raise EditkitError(f"corpus {corpus!r} has no texts after the first {skip}; lower --skip")
     return evaluate_sae(m, tok, adapter, sae.to(m.device), sample).to_json()
+
+
+def run_attribute(
+    model: str,
+    sae_dir: Path,
+    prompt: str,
+    subject: str | None,
+    target: str | None,
+    target_alt: str | None,
+    counterfactual_subject: str | None,
+    top: int,
+    device: str = "cpu",
+) -> dict:
+    """Attribute a fact to SAE features and verify the top ones (see `attribute_features`)."""
+    from editkit.features.attribution import attribute_features
+    from editkit.features.sae import SAE
+    from editkit.models import load_model
+    from editkit.requests import fill_prompt
+
+    text = fill_prompt(prompt, subject) if "{}" in prompt and subject else prompt
+    counterfactual = None
+    if counterfactual_subject:
+        if not subject:
+            raise EditkitError("--counterfactual-subject needs --subject (the subject it replaces)")
+        counterfactual = text.replace(subject, counterfactual_subject, 1)
+    sae = SAE.load(sae_dir)
+    m, tok, adapter = load_model(model, device=device)
+    result = attribute_features(m, tok, adapter, sae, text, target, target_alt, subject, counterfactual, top)
+    return result.to_json()
+
+
+def run_steer(
+    model: str,
+    sae_dir: Path,
+    prompt: str,
+    feature: int,
+    clamp: str | None,
+    add: float | None,
+    max_new_tokens: int,
+    device: str = "cpu",
+) -> dict:
+    """Greedy text without and with steering; `clamp` may be `<m>x`: m × the feature's max over the toy corpus."""
+    from editkit.features.sae import SAE
+    from editkit.features.steering import max_activation, steer
+    from editkit.features.store import read_corpus
+    from editkit.models import load_model
+
+    sae = SAE.load(sae_dir)
+    m, tok, adapter = load_model(model, device=device)
+    value = None
+    if clamp is not None:
+        try:
+            if clamp.endswith("x"):
+                texts = list(islice(read_corpus(sae.cfg.dataset_path or "toy"), 2000))
+                value = float(clamp[:-1]) * max_activation(m, tok, adapter, sae, feature, texts)
+            else:
+                value = float(clamp)
+        except ValueError:
+            raise EditkitError(f"--clamp {clamp!r} is not a number or a multiple like 5x") from None
+    return steer(m, tok, adapter, sae, prompt, feature, value, add, max_new_tokens).to_json()
+
+
+def run_probe_cmd(
+    model: str,
+    dataset: str,
+    label: str,
+    out: Path,
+    position: str,
+    layers: str,
+    relation: str | None,
+    folds: int,
+    seed: int,
+    device: str = "cpu",
+) -> dict:
+    """Probe every requested layer and write probe.json, probes.safetensors and accuracy.png to `out`."""
+    from editkit.features.probes import run_probe
+    from editkit.models import load_model
+
+    m, tok, adapter = load_model(model, device=device)
+    result = run_probe(m, tok, adapter, dataset, label, position, layers, relation, folds, seed)
+    result.save(out)
+    return {**result.to_json(), "out": str(out)}

@@ -1,0 +1,117 @@
+"""Runtime steering with an SAE feature (Templeton et al. 2024, "Golden Gate Claude"; Turner et al. 2023).
+
+At the SAE's hook, at the chosen positions (default: all, generated tokens included):
+- `add`:   x ← x + α W_dec,i                       (α = 0 changes nothing, bit for bit)
+- `clamp`: x ← x + (v − f_i(x)) W_dec,i            (the feature reads v; the SAE's error term is kept)
+Generation is greedy and re-runs the whole sequence each step, so positions mean the same at every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from editkit.errors import EditkitError
+from editkit.features.hookpoints import hook_value, resolve_hook, trace_hook
+from editkit.features.sae import SAE
+from editkit.tokens import encode
+
+
+@dataclass
+class SteerResult:
+    prompt: str
+    feature: int
+    mode: str
+    value: float
+    baseline: str
+    steered: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def steering_edit(
+    sae: SAE, feature: int, clamp: float | None = None, add: float | None = None, positions: list[int] | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The function `x -> x'` that steers activations `[batch, seq, d_in]` at `positions` (None: all)."""
+    if (clamp is None) == (add is None):
+        raise EditkitError("give exactly one of --clamp V (set the feature to V) or --add A (add A × its direction)")
+    direction = sae.W_dec[sae.check_feature(feature)].detach()
+
+    def edit(x: torch.Tensor) -> torch.Tensor:
+        d = direction.to(x.device, x.dtype)
+        if add is not None:
+            step = torch.full(x.shape[:-1], float(add), device=x.device, dtype=x.dtype)
+        else:
+            step = (clamp - sae.encode(x)[..., feature]).to(x.dtype)
+        if positions is not None:
+            keep = torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
+            keep[[p for p in positions if -x.shape[1] <= p < x.shape[1]]] = True
+            step = step * keep
+        return x + step[..., None] * d
+
+    return edit
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompt: str, max_new_tokens: int, edit=None, hook=None) -> str:
+    """Greedy continuation of `prompt` (without the prompt), with `edit` applied at `hook` if given."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([encode(tokenizer, prompt)], device=device)
+    start = ids.shape[1]
+    for _ in range(max_new_tokens):
+        if edit is None:
+            logits = model(input_ids=ids).logits
+        else:
+            with trace_hook(model, hook, edit=edit, retain=False):
+                logits = model(input_ids=ids).logits
+        nxt = logits[0, -1].argmax()
+        ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
+        if nxt.item() == tokenizer.eos_token_id:
+            break
+    return tokenizer.decode(ids[0, start:].tolist(), skip_special_tokens=True)
+
+
+@torch.no_grad()
+def max_activation(model, tokenizer, adapter, sae: SAE, feature: int, texts: list[str], batch_size: int = 32) -> float:
+    """The largest activation of `feature` over `texts` (to clamp at a multiple of it)."""
+    from editkit.features.store import tokenize
+
+    hook = resolve_hook(adapter, sae.cfg.hook_name)
+    device = next(model.parameters()).device
+    best = 0.0
+    for i in range(0, len(texts), batch_size):
+        ids, mask = tokenize(tokenizer, texts[i : i + batch_size], sae.cfg.context_size)
+        with trace_hook(model, hook, stop=True) as tr:
+            model(input_ids=ids.to(device), attention_mask=mask.to(device))
+        f = sae.encode(hook_value(tr, hook))[..., sae.check_feature(feature)] * mask.to(device)
+        best = max(best, f.max().item())
+    return best
+
+
+def steer(
+    model,
+    tokenizer,
+    adapter,
+    sae: SAE,
+    prompt: str,
+    feature: int,
+    clamp: float | None = None,
+    add: float | None = None,
+    max_new_tokens: int = 40,
+    positions: list[int] | None = None,
+) -> SteerResult:
+    """Greedy text after `prompt` without and with the feature steered."""
+    hook = resolve_hook(adapter, sae.cfg.hook_name)
+    sae = sae.to(next(model.parameters()).device)
+    edit = steering_edit(sae, feature, clamp, add, positions)
+    return SteerResult(
+        prompt=prompt,
+        feature=feature,
+        mode="clamp" if clamp is not None else "add",
+        value=float(clamp if clamp is not None else add),
+        baseline=generate(model, tokenizer, prompt, max_new_tokens),
+        steered=generate(model, tokenizer, prompt, max_new_tokens, edit, hook),
+    )

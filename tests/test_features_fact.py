@@ -1,0 +1,152 @@
+"""Features of a fact on the toy model with the shipped SAE: attribution verified by ablation, steering,
+feature ablation written into the weights, and linear probes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.numpy import load_file
+from typer.testing import CliRunner
+
+from editkit.cli import app
+from editkit.edit.result import EditResult
+from editkit.errors import EditkitError
+from editkit.features import SAE, resolve_hook
+from editkit.features.attribution import attribute_features
+from editkit.features.feature_edit import ablate_feature
+from editkit.features.hookpoints import hook_value, trace_hook
+from editkit.features.probes import run_probe
+from editkit.features.steering import generate, steer, steering_edit
+from editkit.tokens import encode
+from tests.features_fixtures import toy_sae_dir
+
+
+@pytest.fixture(scope="module")
+def sae():
+    return SAE.load(toy_sae_dir())
+
+
+@pytest.fixture(scope="module")
+def fact_prompt(toy_world):
+    """(prompt, subject, true object, counterfactual subject with another object) of the toy world."""
+    fact = next(f for f in toy_world.facts if f.relation_id == "P1303" and not f.paraphrase_seen)
+    other = next(f for f in toy_world.facts if f.relation_id == "P1303" and f.object != fact.object)
+    return f"{fact.subject} plays the", fact.subject, fact.object, other.subject
+
+
+def _hook_acts(model, tok, hook, text):
+    with torch.no_grad(), trace_hook(model, hook) as tr:
+        model(input_ids=torch.tensor([encode(tok, text)]))
+    return hook_value(tr, hook)[0]
+
+
+def test_attribution_top_features_are_verified_by_ablation(toy, sae, fact_prompt):
+    model, tok, adapter = toy
+    prompt, subject, obj, other = fact_prompt
+    res = attribute_features(
+        model, tok, adapter, sae, prompt, obj, subject=subject, counterfactual=prompt.replace(subject, other), top=8
+    )
+    assert res.target == obj and res.metric > -0.5  # the toy model knows the fact
+    assert res.features and all(s.activation > 0 and s.ablation is not None for s in res.features)
+    assert all(s.patch is not None for s in res.features)
+    best = max(res.features, key=lambda s: s.attribution)
+    assert best.attribution > 0 and best.ablation < 0  # removing the most helpful feature hurts the answer
+    agree = sum((s.attribution > 0) == (s.ablation < 0) for s in res.features if abs(s.ablation) > 0.05)
+    assert agree >= 0.6 * sum(abs(s.ablation) > 0.05 for s in res.features)
+    json.dumps(res.to_json())
+
+
+def test_steering_with_zero_is_a_no_op_and_large_steering_changes_text(toy, sae, fact_prompt):
+    model, tok, adapter = toy
+    prompt = fact_prompt[0]
+    hook = resolve_hook(adapter, sae.cfg.hook_name)
+    ids = torch.tensor([encode(tok, prompt)])
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with trace_hook(model, hook, edit=steering_edit(sae, 5, add=0.0), retain=False):
+            steered = model(input_ids=ids).logits
+    assert torch.equal(plain, steered)
+    x = _hook_acts(model, tok, hook, prompt)
+    feature = int(sae.encode(x)[-1].argmax())
+    res = steer(model, tok, adapter, sae, prompt, feature, add=-3 * x[-1].norm().item(), max_new_tokens=5)
+    assert res.baseline == generate(model, tok, prompt, 5) and res.steered != res.baseline
+
+
+def test_clamp_sets_the_feature(toy, sae, fact_prompt):
+    model, tok, adapter = toy
+    prompt = fact_prompt[0]
+    hook = resolve_hook(adapter, sae.cfg.hook_name)
+    x = _hook_acts(model, tok, hook, prompt)
+    feature = int(sae.encode(x)[-1].argmax())
+    value = 2 * sae.encode(x)[-1, feature].item()
+    clamped = steering_edit(sae, feature, clamp=value)(x[None])[0]
+    f = sae.encode(x)[:, feature]
+    # the SAE's reconstruction with f_i set to the value, plus the untouched error term
+    assert torch.allclose(clamped - x, (value - f)[:, None] * sae.W_dec[feature], atol=1e-3)
+    assert (sae.encode(clamped)[:, feature] > f).all()
+    with pytest.raises(EditkitError, match="exactly one of --clamp"):
+        steering_edit(sae, feature)
+    with pytest.raises(EditkitError, match=f"feature {sae.cfg.d_sae} out of range"):
+        steering_edit(sae, sae.cfg.d_sae, add=1.0)
+
+
+def test_feature_ablation_in_the_weights_removes_the_feature(toy, sae, fact_prompt, tmp_path):
+    model, tok, adapter = toy
+    prompt = fact_prompt[0]
+    hook = resolve_hook(adapter, sae.cfg.hook_name)
+    before = _hook_acts(model, tok, hook, prompt)
+    f_before = sae.encode(before)
+    feature = int(f_before.max(0).values.argmax())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    result = ablate_feature(model, adapter, sae, feature)
+    try:
+        after = _hook_acts(model, tok, hook, prompt)
+        change = after - before
+        d = sae.direction(feature)
+        # the change the SAE predicts: only along the feature's direction (this layer writes last to the hook)
+        assert torch.allclose(change, (change @ d)[:, None] * d, atol=1e-3 * before.norm(dim=1).max().item())
+        assert (sae.encode(after)[:, feature] < f_before[:, feature]).any()
+        result.save(tmp_path / "edit")
+    finally:
+        result.revert(model)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    loaded = EditResult.load(tmp_path / "edit")
+    loaded.apply(model)
+    assert torch.equal(_hook_acts(model, tok, hook, prompt), after)
+    loaded.revert(model)
+
+
+def test_probe_beats_shuffled_control(toy, tmp_path):
+    model, tok, adapter = toy
+    # tracing finds the object moved to the last token in the upper layers; at layer 4 it is linearly decodable
+    res = run_probe(model, tok, adapter, "toy", "object", position="last", layers="1,4", folds=3)
+    acc, ctl = dict(zip(res.layers, res.accuracy, strict=True)), dict(zip(res.layers, res.control, strict=True))
+    assert acc[4] > ctl[4] + 0.5 and acc[4] > res.majority + 0.5
+    assert acc[4] > acc[1]
+    out = res.save(tmp_path / "probe")
+    coefs = load_file(str(out / "probes.safetensors"))
+    assert coefs["layer.4.coef"].shape == (len(res.classes), adapter.hidden_size)
+    assert (out / "accuracy.png").stat().st_size > 1000
+    with pytest.raises(EditkitError, match="unknown position"):
+        run_probe(model, tok, adapter, "toy", "object", position="first", layers="1")
+
+
+def test_cli_features_attribute_steer_probe(fact_prompt, tmp_path):
+    runner = CliRunner()
+    prompt, subject, obj, _ = fact_prompt
+    sae_dir = str(toy_sae_dir())
+    res = runner.invoke(
+        app, ["features", "attribute", "toy", sae_dir, "--prompt", prompt, "--subject", subject, "--top", "3", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["target"] == obj
+    res = runner.invoke(app, ["steer", "toy", sae_dir, "--feature", "3", "--add", "0", "--prompt", "A", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["baseline"] == data["steered"]
+    res = runner.invoke(app, ["steer", "toy", sae_dir, "--feature", "99999", "--add", "1", "--prompt", "A"])
+    assert res.exit_code == 2 and "feature 99999 out of range" in res.output
+    res = runner.invoke(app, ["probe", "toy", "toy", "--label", "nope", "--out", str(tmp_path / "p")])
+    assert res.exit_code == 2 and "no 'prompt' or no label field 'nope'" in res.output
