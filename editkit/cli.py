@@ -606,7 +606,7 @@ def stats(
 
 # --- sparse autoencoders and features ---------------------------------------------------------------------
 
-sae_app = typer.Typer(help="Sparse autoencoders (SAELens format): train on a hook point, evaluate.", no_args_is_help=True)
+sae_app = typer.Typer(help="Sparse autoencoders (SAELens format): train on a hook, evaluate.", no_args_is_help=True)
 app.add_typer(sae_app, name="sae")
 features_app = typer.Typer(help="SAE features of a fact: attribute, inspect.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
@@ -644,7 +644,7 @@ def sae_train(
 ) -> None:
     """Cache a hook point's activations over a corpus, train an SAE on them, save it and its evaluation.
 
-    Example: [bold]editkit sae train toy --hook blocks.3.hook_resid_post --d-sae 1024 --arch topk --k 16 --out runs/sae[/]
+    Example: [bold]editkit sae train toy --hook blocks.3.hook_resid_post --d-sae 1024 --arch topk --k 16 --out sae[/]
     """
     from editkit.features.run import run_sae_train
 
@@ -682,16 +682,117 @@ def sae_eval(
         return _print_json(data)
     console.print(_sae_eval_table(f"{sae_dir} on {model}", data))
 
+
+@features_app.command("attribute")
+@cli_errors
+def features_attribute(
+    model: ModelArg,
+    sae_dir: SaeDirArg,
+    prompt: Annotated[str, typer.Option(help="The prompt (or a template with {} and --subject).")],
+    subject: Annotated[str | None, typer.Option(help="The subject, as it appears in the prompt.")] = None,
+    target: Annotated[str | None, typer.Option(help="The answer to attribute (default: the top prediction).")] = None,
+    target_alt: Annotated[str | None, typer.Option(help="Attribute logit(target) − logit(this) instead.")] = None,
+    counterfactual_subject: Annotated[
+        str | None, typer.Option(help="Also patch each top feature from the prompt with this subject.")
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, help="How many (feature, position) pairs to report and verify.")] = 10,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Score SAE features by activation × gradient for an answer, then verify the top ones by ablating them.
+
+    Example: [bold]editkit features attribute toy data/toy/sae-blocks.3.hook_resid_post --prompt "{} plays the"
+             --subject "Pagu Kabrith"[/]
+    """
+    from editkit.features.run import run_attribute
+
+    data = run_attribute(model, sae_dir, prompt, subject, target, target_alt, counterfactual_subject, top, device)
+    if json_out:
+        return _print_json(data)
+    table = Table(title=f"{data['metric_name']} = {data['metric']:.3f} at {data['hook_name']}")
+    for col in ("feature", "position", "token", "activation", "attribution", "ablation Δ", "patch Δ"):
+        table.add_column(col, justify="right" if col != "token" else "left")
+    for s in data["features"]:
+        fmt = lambda v: "" if v is None else f"{v:+.3f}"  # noqa: E731
+        table.add_row(
+            str(s["feature"]), str(s["position"]), repr(s["token"]), f"{s['activation']:.2f}",
+            fmt(s["attribution"]), fmt(s["ablation"]), fmt(s["patch"]),
+        )
+    console.print(table)
+
+
+@app.command()
+@cli_errors
+def steer(
+    model: ModelArg,
+    sae_dir: SaeDirArg,
+    feature: Annotated[int, typer.Option(help="The SAE feature to steer with.")],
+    prompt: Annotated[str, typer.Option(help="The prompt to continue.")],
+    clamp: Annotated[str | None, typer.Option(help="Clamp the feature to V, or to m × its corpus max ('5x').")] = None,
+    add: Annotated[float | None, typer.Option(help="Add A × the feature's decoder direction.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Greedy tokens to generate.")] = 40,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Generate without and with a feature clamped or added at every position.
+
+    Example: [bold]editkit steer toy data/toy/sae-blocks.3.hook_resid_post --feature 12 --clamp 5x
+             --prompt "Pagu Kabrith plays the"[/]
+    """
+    from editkit.features.run import run_steer
+
+    data = run_steer(model, sae_dir, prompt, feature, clamp, add, max_new_tokens, device)
+    if json_out:
+        return _print_json(data)
+    console.print(f"[bold]prompt:[/]   {data['prompt']}", highlight=False)
+    console.print(f"[bold]baseline:[/] {data['baseline']}", highlight=False)
+    console.print(f"[bold]steered:[/]  {data['steered']}  ({data['mode']} {data['value']:.3g})", highlight=False)
+
+
+@app.command()
+@cli_errors
+def probe(
+    model: ModelArg,
+    dataset: Annotated[str, typer.Argument(help="'toy' (the toy world's facts) or a JSON/JSONL file of records.")],
+    label: Annotated[str, typer.Option(help="The record field to predict, e.g. object.")],
+    out: Annotated[Path, typer.Option(help="Write probe.json, probes.safetensors and accuracy.png here.")],
+    position: Annotated[str, typer.Option(help="last_subject or last.")] = "last_subject",
+    layers: Annotated[str, typer.Option(help="'all' or comma-separated layers.")] = "all",
+    relation: Annotated[str | None, typer.Option(help="Toy world relation (default P1303).")] = None,
+    folds: Annotated[int, typer.Option(min=2, help="Stratified cross-validation folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of folds and the shuffled control.")] = 0,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Linear probes per layer: cross-validated accuracy vs. majority class and a shuffled-label control.
+
+    Example: [bold]editkit probe toy toy --label object --position last --out runs/probe[/]
+    """
+    from editkit.features.run import run_probe_cmd
+
+    data = run_probe_cmd(model, dataset, label, out, position, layers, relation, folds, seed, device)
+    if json_out:
+        return _print_json(data)
+    table = Table(title=f"probe for {label!r} at {position} (n={data['n']}, majority {data['majority']:.1%})")
+    for col in ("layer", "accuracy", "control (shuffled)"):
+        table.add_column(col, justify="right")
+    for i, layer in enumerate(data["layers"]):
+        table.add_row(
+            str(layer),
+            f"{data['accuracy'][i]:.1%} ± {data['accuracy_std'][i]:.1%}",
+            f"{data['control'][i]:.1%} ± {data['control_std'][i]:.1%}",
+        )
+    console.print(table)
+    console.print(f"wrote {data['out']}")
+
+
 def _demo_eval_step(bundle, out: Path, n: int = 20) -> None:
     """The demo's last step: unedited vs ROME on the first `n` toy CounterFact records, as a table."""
-    import shutil
-
     from editkit.evaluate import compare_methods, load_dataset, merge_runs, render
     from editkit.models import toy_dir
 
     console.print(f"[bold]4. How good is the edit?[/] Unedited vs ROME on {n} CounterFact records of the toy world")
     records = load_dataset("toy", toy_dir() / "counterfact.json", limit=n)
-    shutil.rmtree(out / "eval", ignore_errors=True)  # a fresh run each time, not a resume
     with console.status(f"editing and scoring {n} records", spinner="dots"):
         dirs = compare_methods(bundle, records, ["none", "rome"], out / "eval", generation=False)
     console.print(render(merge_runs(dirs), "rich"))
