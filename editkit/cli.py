@@ -788,11 +788,14 @@ def probe(
 
 def _demo_eval_step(bundle, out: Path, n: int = 20) -> None:
     """The demo's last step: unedited vs ROME on the first `n` toy CounterFact records, as a table."""
+    import shutil
+
     from editkit.evaluate import compare_methods, load_dataset, merge_runs, render
     from editkit.models import toy_dir
 
     console.print(f"[bold]4. How good is the edit?[/] Unedited vs ROME on {n} CounterFact records of the toy world")
     records = load_dataset("toy", toy_dir() / "counterfact.json", limit=n)
+    shutil.rmtree(out / "eval", ignore_errors=True)  # a fresh run each time, not a resume
     with console.status(f"editing and scoring {n} records", spinner="dots"):
         dirs = compare_methods(bundle, records, ["none", "rome"], out / "eval", generation=False)
     console.print(render(merge_runs(dirs), "rich"))
