@@ -1,7 +1,5 @@
-"""Evaluation: benchmark datasets, the papers' metrics, resumable and sharded runs, and tables.
-
-    from editkit.evaluate import load_dataset, EvalConfig, run_eval, merge_runs, render
-"""
+"""Evaluation: benchmark datasets (`load_dataset`), the papers' metrics, resumable and sharded runs
+(`EvalConfig`, `run_eval`, `run_named`), and tables in the papers' layouts (`merge_runs`, `render`)."""
 
 from editkit.evaluate.datasets import KINDS, load_dataset
 from editkit.evaluate.runner import EvalConfig, compare_methods, run_eval, run_named
