@@ -154,8 +154,10 @@ def trace_dataset(
 
 
 def _trace_one(model, tokenizer, adapter, case: TraceCase, g, target_ids, counts: dict, kw: dict) -> None:
-    r = trace(model, tokenizer, adapter, case.prompt, case.subject, **{**kw, "kinds": []})
-    correct = r.answer_id == target_ids(tokenizer, case.prompt, case.answer)[0]
+    from editkit.models import next_token_probs
+
+    top1 = int(next_token_probs(model, tokenizer, [case.prompt])[0].argmax())
+    correct = top1 == target_ids(tokenizer, case.prompt, case.answer)[0]
     g.attrs.update(case_id=case.case_id, prompt=case.prompt, subject=case.subject, answer=case.answer, correct=correct)
     if correct:
         r = trace(model, tokenizer, adapter, case.prompt, case.subject, **kw)

@@ -28,6 +28,7 @@ def main() -> None:
     p.add_argument("--shape", choices=sorted(SHAPES), default=None, help="random GPT-2 weights of this shape")
     p.add_argument("--samples", type=int, default=10)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--kinds", default="hidden,mlp,attn", help="comma-separated kinds to trace")
     args = p.parse_args()
     model, tok, adapter = load_model("toy", device=args.device)
     if args.shape:
@@ -40,7 +41,8 @@ def main() -> None:
     world = load_toy_world()
     fact = world.facts[0]
     prompt = world.relations[fact.relation_id]["train_templates"][0].format(fact.subject)
-    kw = dict(samples=args.samples, noise=0.3)
+    kinds = args.kinds.split(",")
+    kw = dict(samples=args.samples, noise=0.3, kinds=kinds)
 
     def timed(method: str):
         if args.device.startswith("cuda"):
@@ -51,7 +53,7 @@ def main() -> None:
             torch.cuda.synchronize()
         return r, time.perf_counter() - t
 
-    trace(model, tok, adapter, prompt, fact.subject, method="fast", **{**kw, "kinds": ["hidden"]})  # warm-up
+    trace(model, tok, adapter, prompt, fact.subject, method="fast", **{**kw, "kinds": kinds[:1]})  # warm-up
     fast, fast_s = timed("fast")
     naive, naive_s = timed("naive")
     attr, attr_s = timed("attribution")
@@ -61,7 +63,7 @@ def main() -> None:
     }
     print(
         f"model: {args.shape or 'toy'} ({adapter.n_layers} layers x {adapter.hidden_size}), prompt {prompt!r}, "
-        f"{len(fast.tokens)} tokens, {args.samples} samples, kinds hidden+mlp+attn"
+        f"{len(fast.tokens)} tokens, {args.samples} samples, kinds {'+'.join(kinds)}"
     )
     print(f"naive {naive_s:.2f}s  fast {fast_s:.2f}s  attribution {attr_s:.2f}s  ->  fast is x{naive_s / fast_s:.1f}")
     print(f"attribution patching vs exact scores, Pearson r per kind: {pearson}")
