@@ -150,3 +150,25 @@ def test_cli_features_attribute_steer_probe(fact_prompt, tmp_path):
     assert res.exit_code == 2 and "feature 99999 out of range" in res.output
     res = runner.invoke(app, ["probe", "toy", "toy", "--label", "nope", "--out", str(tmp_path / "p")])
     assert res.exit_code == 2 and "no 'prompt' or no label field 'nope'" in res.output
+
+
+def test_feature_conditioned_rank_one_edit_flips_a_fact(toy, toy_world, sae, fact_prompt):
+    from editkit.features.feature_edit import feature_rank_one_edit
+    from editkit.models import top_k
+    from editkit.requests import EditRequest
+
+    model, tok, adapter = toy
+    prompt, subject, obj, other = fact_prompt
+    new = next(f.object for f in toy_world.facts if f.subject == other and f.relation_id == "P1303")
+    request = EditRequest("{} plays the", subject, new, obj)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    # on the toy model the change that flips a fact at layer 3 is dense: it takes ~128 features to express it
+    result = feature_rank_one_edit(model, tok, adapter, sae, request, n_features=128)
+    try:
+        assert top_k(model, tok, prompt, 1)[0].token.strip() == new
+        assert len(result.hparams["features"]) == 128 and 0 < result.hparams["scale"] <= 4
+        assert result.modules == [adapter.name("mlp_out", 3)]
+    finally:
+        result.revert(model)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert top_k(model, tok, prompt, 1)[0].token.strip() == obj

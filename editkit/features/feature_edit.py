@@ -6,9 +6,10 @@ transformers). Both return the `EditResult` of the editing methods: saved, appli
   constant, is left as it is.)
 - Feature-conditioned rank-one edit: ΔW = Δv kᵀ / (kᵀk) on the MLP output projection at the SAE's layer,
   k the subject's key (the projection's input at the subject's last token, as in ROME), so the edited
-  layer writes Δv more for that key. Δv lies along feature directions: s Σ W_dec,j of the strengthened
-  features j minus f_w W_dec,w of the weakened ones w (removing them); s is set by a line search until
-  the new target is the top prediction.
+  layer writes Δv more for that key. Δv = s Σ_j c_j d_j lies along a few feature directions d_j: the
+  change δ* that makes the new target likely (optimised as ROME's v*) is expressed in features picked by
+  matching pursuit (c_j > 0 strengthens a feature, c_j < 0 weakens it), and s is the smallest strength,
+  by line search, at which the new target is the top prediction.
 """
 
 from __future__ import annotations
@@ -77,37 +78,60 @@ def _subject_last(tokenizer, request: EditRequest) -> int:
     return subject_span(tokenizer, request.text, request.subject)[1] - 1
 
 
-def _logit_diff_grad(
-    model, tokenizer, hook: HookPoint, request: EditRequest, pos: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, ∂(logit_new − logit_true)/∂x) at the hook, at the subject's last token."""
+def optimal_change(model, tokenizer, hook: HookPoint, request: EditRequest, pos: int, width: int, steps: int = 60):
+    """(x, δ*): the activation at the subject's last token and the change there that makes the new target
+    likely, found by Adam on its negative log-probability (ROME's v* − v, here at the SAE's hook)."""
     from editkit.edit.common import frozen
 
     device = next(model.parameters()).device
     ids = torch.tensor([encode(tokenizer, request.text)], device=device)
     new = target_ids(tokenizer, request.text, request.target_new)[0]
-    true = target_ids(tokenizer, request.text, request.target_true)[0]
     held = {}
 
-    def grab(x):
-        held["x"] = x.detach().requires_grad_(True)
-        return held["x"]
+    def add(x):
+        held.setdefault("x", x.detach()[0, pos].float())
+        x = x.clone()
+        x[:, pos] += delta.to(x.dtype)
+        return x
 
-    with frozen(model), torch.enable_grad(), trace_hook(model, hook, edit=grab, retain=False):
-        logits = model(input_ids=ids).logits[0, -1]
-        (logits[new] - logits[true]).backward()
-    return held["x"].detach()[0, pos], held["x"].grad[0, pos]
+    delta = torch.zeros(width, device=device, requires_grad=True)
+    opt = None
+    with frozen(model), torch.enable_grad():
+        for _ in range(steps):
+            with trace_hook(model, hook, edit=add, retain=False):
+                nll = -torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), -1)[new]
+            if opt is None:
+                opt = torch.optim.Adam([delta], lr=held["x"].norm().item() / 50)
+            opt.zero_grad()
+            nll.backward()
+            opt.step()
+    return held["x"], delta.detach()
 
 
-def choose_features(sae: SAE, x: torch.Tensor, grad: torch.Tensor, n: int = 3) -> tuple[list[int], list[int]]:
-    """Strengthen: the `n` features whose directions raise logit_new − logit_true most; weaken: the `n`
-    active features whose current contribution f_i (W_dec,i · g) favours the true answer most."""
-    along = sae.W_dec.detach().float() @ grad.float()
-    strengthen = along.topk(n).indices.tolist()
-    f = sae.encode(x)
-    contribution = torch.where(f > 0, f * along, torch.zeros_like(f))
-    weaken = [i for i in contribution.topk(n, largest=False).indices.tolist() if contribution[i] < 0]
-    return strengthen, weaken
+def _unit_decoder(sae: SAE) -> torch.Tensor:
+    dirs = sae.W_dec.detach().float()
+    return dirs / dirs.norm(dim=1, keepdim=True)
+
+
+def fit_features(sae: SAE, delta: torch.Tensor, features: list[int]) -> dict[int, float]:
+    """Feature → coefficient: δ's least-squares fit on the unit decoder directions of `features`."""
+    dirs = _unit_decoder(sae)[features]
+    return dict(zip(features, torch.linalg.lstsq(dirs.T, delta[:, None]).solution[:, 0].tolist(), strict=True))
+
+
+def choose_features(sae: SAE, delta: torch.Tensor, n: int = 16) -> dict[int, float]:
+    """`n` features picked greedily to explain δ (orthogonal matching pursuit), with their least-squares
+    coefficients: positive ones are strengthened, negative ones weakened."""
+    dirs = _unit_decoder(sae)
+    picked: list[int] = []
+    residual = delta
+    for _ in range(n):
+        scores = (dirs @ residual).abs()
+        scores[picked] = -1
+        picked.append(int(scores.argmax()))
+        coefs = fit_features(sae, delta, picked)
+        residual = delta - dirs[picked].T @ torch.tensor(list(coefs.values()), device=delta.device)
+    return coefs
 
 
 def _predicts(model, tokenizer, request: EditRequest, hook: HookPoint, pos: int, add: torch.Tensor | None) -> bool:
@@ -131,57 +155,48 @@ def feature_rank_one_edit(
     adapter,
     sae: SAE,
     request: EditRequest,
-    strengthen: list[int] | None = None,
-    weaken: list[int] | None = None,
-    n_features: int = 3,
+    features: list[int] | None = None,
+    n_features: int = 16,
     bisect_steps: int = 8,
 ) -> EditResult:
-    """Rank-one edit of the MLP output projection at the SAE's layer along feature directions (see the
-    module docstring); features default to `choose_features`. Raises if no strength flips the fact."""
+    """Rank-one edit of the MLP output projection at the SAE's layer whose value change lies along feature
+    directions (see the module docstring). The direction is the optimal change δ* expressed in `features`
+    (default: `choose_features`); its strength is the smallest that makes the new target the top-1."""
     hook = _residual_hook(adapter, sae)
     if hook.kind == "attn" or hook.side == "input":
         raise EditkitError(
             "the feature-conditioned edit writes through the MLP; use an SAE at hook_resid_post or "
             f"hook_mlp_out, not {hook.name}"
         )
-    if not request.target_true:
-        raise EditkitError("the feature-conditioned edit needs the true answer; pass target_true (--target-true)")
-    device = next(model.parameters()).device
-    sae = sae.to(device)
+    sae = sae.to(next(model.parameters()).device)
     pos = _subject_last(tokenizer, request)
-    x, grad = _logit_diff_grad(model, tokenizer, hook, request, pos)
-    auto_s, auto_w = choose_features(sae, x, grad, n_features)
-    strengthen = auto_s if strengthen is None else [sae.check_feature(i) for i in strengthen]
-    weaken = auto_w if weaken is None else [sae.check_feature(i) for i in weaken]
-    f = sae.encode(x)
-    up = sae.W_dec[strengthen].detach().float().sum(0) if strengthen else torch.zeros_like(x)
-    down = (f[weaken, None] * sae.W_dec[weaken]).detach().float().sum(0) if weaken else torch.zeros_like(x)
-    scale = _line_search(
-        lambda s: _predicts(model, tokenizer, request, hook, pos, s * up - down), x.norm().item(), bisect_steps
-    )
+    _, delta = optimal_change(model, tokenizer, hook, request, pos, sae.cfg.d_in)
+    if features is None:
+        coefs = choose_features(sae, delta, n_features)
+    else:
+        coefs = fit_features(sae, delta, [sae.check_feature(i) for i in features])
+    direction = _unit_decoder(sae)[list(coefs)].T @ torch.tensor(list(coefs.values()), device=delta.device)
+    scale = _line_search(lambda s: _predicts(model, tokenizer, request, hook, pos, s * direction), bisect_steps)
     if scale is None:
         raise EditkitError(
-            f"no strength up to 4 × ‖x‖ makes the model predict {request.target_new!r} for {request.subject!r} "
-            f"with features {strengthen} strengthened and {weaken} weakened; choose other --strengthen features"
+            f"no strength up to 4 makes the model predict {request.target_new!r} for {request.subject!r} along "
+            f"features {list(coefs)}; pass more features (--n-features) or others"
         )
     module = adapter.name("mlp_out", hook.layer)
     k = _key(model, tokenizer, module, request, pos)
-    value = scale * up - down
-    result = EditResult(
-        "feature-rank-one",
-        {"hook": hook.name, "layer": hook.layer, "strengthen": strengthen, "weaken": weaken, "scale": scale},
-        requests=[request],
-    )
+    value = scale * direction
+    hparams = {"hook": hook.name, "layer": hook.layer, "features": coefs, "scale": scale}
+    result = EditResult("feature-rank-one", hparams, requests=[request])
     result.push(model, Delta(module, u=k / (k @ k), v=value, keys=k[None], values=value[None]))
     return result.seal(model)
 
 
-def _line_search(flips, norm: float, steps: int) -> float | None:
-    """The smallest strength s (to a factor 2^-steps) with flips(s): doubling from ‖x‖/64 to 4‖x‖, then bisection."""
-    lo, hi = 0.0, norm / 64
+def _line_search(flips, steps: int) -> float | None:
+    """The smallest s (to a factor 2^-steps) with flips(s): doubling from 1/64 up to 4, then bisection."""
+    lo, hi = 0.0, 1 / 64
     while not flips(hi):
         lo, hi = hi, hi * 2
-        if hi > 4 * norm:
+        if hi > 4:
             return None
     for _ in range(steps):
         mid = (lo + hi) / 2
