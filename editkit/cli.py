@@ -800,3 +800,40 @@ def _demo_eval_step(bundle, out: Path, n: int = 20) -> None:
         dirs = compare_methods(bundle, records, ["none", "rome"], out / "eval", generation=False)
     console.print(render(merge_runs(dirs), "rich"))
     console.print(f"cases: {out / 'eval'}; a bigger run: [bold]editkit eval toy --method rome --limit 200 --out r[/]\n")
+
+
+@features_app.command("show")
+@cli_errors
+def features_show(
+    model: ModelArg,
+    sae_dir: SaeDirArg,
+    feature: Annotated[int, typer.Argument(help="The feature index.")],
+    corpus: Annotated[str, typer.Option(help="'toy', a .txt/.jsonl file, or a datasets name.")] = "toy",
+    texts: Annotated[int, typer.Option(min=1, help="How many corpus texts to scan.")] = 2000,
+    top: Annotated[int, typer.Option(min=1, help="How many contexts to show.")] = 10,
+    html: Annotated[Path | None, typer.Option(help="Also write an HTML report (histogram, examples).")] = None,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """A feature's top-activating corpus contexts and the tokens its direction promotes (logit lens).
+
+    Example: [bold]editkit features show toy data/toy/sae-blocks.3.hook_resid_post 12 --html feature12.html[/]
+    """
+    from rich.markup import escape
+
+    from editkit.features.run import run_show
+
+    data = run_show(model, sae_dir, feature, corpus, texts, top, html, device)
+    if json_out:
+        return _print_json(data)
+    console.print(f"[bold]feature {feature}[/] at {data['hook_name']}: active on {data['density']:.2%} of tokens")
+    for c in data["contexts"]:
+        text = "".join(
+            f"[bold reverse]{escape(t)}[/]" if i == c["position"] else escape(t) for i, t in enumerate(c["tokens"])
+        )
+        console.print(f"{c['activation']:8.2f}  {text}", highlight=False)
+    lens = lambda items: ", ".join(f"{t!r} {v:+.2f}" for t, v in items)  # noqa: E731
+    console.print(f"[bold]promotes:[/]   {escape(lens(data['promoted']))}", highlight=False)
+    console.print(f"[bold]suppresses:[/] {escape(lens(data['suppressed']))}", highlight=False)
+    if html is not None:
+        console.print(f"wrote {html}")

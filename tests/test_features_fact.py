@@ -172,3 +172,24 @@ def test_feature_conditioned_rank_one_edit_flips_a_fact(toy, toy_world, sae, fac
         result.revert(model)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert top_k(model, tok, prompt, 1)[0].token.strip() == obj
+
+
+def test_feature_inspection_contexts_and_logit_lens(toy, sae, tmp_path):
+    from editkit.features.inspect import inspect_feature, write_html
+    from editkit.features.store import read_corpus
+
+    model, tok, adapter = toy
+    texts = list(read_corpus("toy"))[:150]
+    report = inspect_feature(model, tok, adapter, sae, 307, texts, n=5)
+    acts = [c.activation for c in report.contexts]
+    assert len(acts) == 5 and acts == sorted(acts, reverse=True) and max(report.activations) == acts[0]
+    best = report.contexts[0]
+    hook = resolve_hook(adapter, sae.cfg.hook_name)
+    text = next(t for t in texts if "".join(best.tokens) in t)
+    x = _hook_acts(model, tok, hook, text)
+    assert torch.isclose(sae.encode(x)[:, 307].max(), torch.tensor(best.activation), rtol=1e-4)
+    assert len(report.promoted) == 10 and report.promoted[0][1] >= report.promoted[-1][1] > report.suppressed[0][1]
+    write_html(report, tmp_path / "f.html")
+    assert "<mark>" in (tmp_path / "f.html").read_text()
+    res = CliRunner().invoke(app, ["features", "show", "toy", str(toy_sae_dir()), "100000"])
+    assert res.exit_code == 2 and "feature 100000 out of range" in res.output

@@ -169,3 +169,21 @@ def run_probe_cmd(
     result = run_probe(m, tok, adapter, dataset, label, position, layers, relation, folds, seed)
     result.save(out)
     return {**result.to_json(), "out": str(out)}
+
+
+def run_show(
+    model: str, sae_dir: Path, feature: int, corpus: str, texts: int, top: int, html: Path | None, device: str = "cpu"
+) -> dict:
+    """Top-activating contexts and logit lens of one feature (and an HTML page when `html` is given)."""
+    from editkit.features.inspect import inspect_feature, write_html
+    from editkit.features.sae import SAE
+    from editkit.features.store import read_corpus
+    from editkit.models import load_model
+
+    sae = SAE.load(sae_dir)
+    sae.check_feature(feature)
+    m, tok, adapter = load_model(model, device=device)
+    report = inspect_feature(m, tok, adapter, sae.to(m.device), feature, list(islice(read_corpus(corpus), texts)), top)
+    if html is not None:
+        write_html(report, html)
+    return report.to_json()

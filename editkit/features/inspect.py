@@ -1,0 +1,131 @@
+"""Inspecting one SAE feature: its top-activating corpus contexts, and the tokens its decoder direction
+promotes or suppresses through the unembedding (logit lens: W_U (γ ⊙ d), γ the final norm's scale)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from editkit.features.hookpoints import hook_value, resolve_hook, trace_hook
+from editkit.features.sae import SAE
+from editkit.features.store import keep_mask, tokenize
+from editkit.io import atomic_write_text
+from editkit.models import get_module
+
+
+@dataclass
+class Context:
+    """Tokens around the activating one (`position` indexes `tokens`) and the feature's activation there."""
+
+    tokens: list[str]
+    position: int
+    activation: float
+
+
+@dataclass
+class FeatureReport:
+    feature: int
+    hook_name: str
+    contexts: list[Context]
+    promoted: list[tuple[str, float]]
+    suppressed: list[tuple[str, float]]
+    activations: list[float] = field(default_factory=list, repr=False)
+    density: float = 0.0
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "activations"}
+
+
+@torch.no_grad()
+def top_contexts(
+    model, tokenizer, adapter, sae: SAE, feature: int, texts: list[str], n: int = 10, window: int = 8
+) -> tuple[list[Context], torch.Tensor, float]:
+    """The `n` token positions of `texts` where `feature` is largest (one per text), with `window` tokens
+    of context on each side; also every non-zero activation seen (for a histogram) and the density."""
+    hook = resolve_hook(adapter, sae.cfg.hook_name)
+    sae.check_feature(feature)
+    device = next(model.parameters()).device
+    best: list[tuple[float, list[int], int]] = []
+    seen = []
+    n_tokens = 0
+    for i in range(0, len(texts), 32):
+        ids, mask = tokenize(tokenizer, texts[i : i + 32], sae.cfg.context_size)
+        with trace_hook(model, hook, stop=True) as tr:
+            model(input_ids=ids.to(device), attention_mask=mask.to(device))
+        keep = keep_mask(ids, mask, tokenizer, skip_bos=True)
+        f = sae.encode(hook_value(tr, hook))[..., feature].cpu() * keep
+        seen.append(f[f > 0])
+        n_tokens += int(keep.sum())
+        values, pos = f.max(dim=1)
+        best += [
+            (v, ids[r, : int(mask[r].sum())].tolist(), p)
+            for r, (v, p) in enumerate(zip(values.tolist(), pos.tolist(), strict=True))
+            if v > 0
+        ]
+        best = sorted(best, key=lambda b: -b[0])[:n]
+    contexts = [
+        Context([tokenizer.decode([t]) for t in row[max(0, p - window) : p + window + 1]], min(p, window), v)
+        for v, row, p in best
+    ]
+    acts = torch.cat(seen) if seen else torch.zeros(0)
+    return contexts, acts, (len(acts) / max(1, n_tokens))
+
+
+@torch.no_grad()
+def logit_lens(model, tokenizer, adapter, sae: SAE, feature: int, k: int = 10):
+    """(promoted, suppressed): the `k` tokens whose logits the feature's direction raises / lowers most."""
+    d = sae.direction(feature).float()
+    norm = get_module(model, adapter.final_norm)
+    gamma = getattr(norm, "weight", None)
+    if gamma is not None:
+        d = d * gamma.detach().float().to(d.device)
+    logits = get_module(model, adapter.unembed).weight.detach().float() @ d.to(next(model.parameters()).device)
+    top, bottom = logits.topk(k), logits.topk(k, largest=False)
+    as_list = lambda t: [(tokenizer.decode([i]), v) for v, i in zip(t.values.tolist(), t.indices.tolist(), strict=True)]  # noqa: E731
+    return as_list(top), as_list(bottom)
+
+
+def inspect_feature(model, tokenizer, adapter, sae: SAE, feature: int, texts: list[str], n: int = 10) -> FeatureReport:
+    """Top contexts, logit lens and activation statistics of `feature` over `texts`."""
+    contexts, acts, density = top_contexts(model, tokenizer, adapter, sae, feature, texts, n)
+    promoted, suppressed = logit_lens(model, tokenizer, adapter, sae, feature)
+    return FeatureReport(feature, sae.cfg.hook_name, contexts, promoted, suppressed, acts.tolist(), density)
+
+
+def write_html(report: FeatureReport, path) -> None:
+    """A one-page report: activation histogram, top contexts (activating token marked), logit lens."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 2.5))
+    ax.hist(report.activations or [0], bins=40)
+    ax.set(xlabel="activation (where > 0)", ylabel="tokens", title=f"feature {report.feature}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    rows = "".join(
+        "<li>{:.2f}: {}</li>".format(
+            c.activation,
+            "".join(
+                f"<mark>{html.escape(t)}</mark>" if i == c.position else html.escape(t) for i, t in enumerate(c.tokens)
+            ),
+        )
+        for c in report.contexts
+    )
+    lens = lambda items: ", ".join(f"{html.escape(t)!s} ({v:+.2f})" for t, v in items)  # noqa: E731
+    page = (
+        f"<!doctype html><meta charset='utf-8'><title>feature {report.feature}</title>"
+        f"<h1>Feature {report.feature} at {html.escape(report.hook_name)}</h1>"
+        f"<p>active on {report.density:.2%} of tokens</p>"
+        f"<img src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
+        f"<h2>Top contexts</h2><ol>{rows}</ol>"
+        f"<h2>Logit lens</h2><p>promotes: {lens(report.promoted)}</p><p>suppresses: {lens(report.suppressed)}</p>"
+    )
+    atomic_write_text(path, page)
