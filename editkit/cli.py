@@ -837,3 +837,64 @@ def features_show(
     console.print(f"[bold]suppresses:[/] {escape(lens(data['suppressed']))}", highlight=False)
     if html is not None:
         console.print(f"wrote {html}")
+
+
+@features_app.command("ablate")
+@cli_errors
+def features_ablate(
+    model: ModelArg,
+    sae_dir: SaeDirArg,
+    feature: Annotated[int, typer.Argument(help="The feature whose direction to remove.")],
+    out: Annotated[Path, typer.Option(help="Write the edit (edit.json + deltas.safetensors) here.")],
+    layers: Annotated[str | None, typer.Option(help="Comma-separated layers (default: the SAE's layer).")] = None,
+    writer: Annotated[str, typer.Option(help="mlp or attn: whose output projection to edit.")] = "mlp",
+    save_checkpoint: Annotated[Path | None, typer.Option(help="Also write the edited model here.")] = None,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Remove a feature's decoder direction from what a layer writes, in the weights (revertible).
+
+    Example: [bold]editkit features ablate toy data/toy/sae-blocks.3.hook_resid_post 307 --out runs/ablate-307[/]
+    """
+    from editkit.features.run import run_feature_ablate
+
+    data = run_feature_ablate(model, sae_dir, feature, layers, writer, out, save_checkpoint, device)
+    if json_out:
+        return _print_json(data)
+    console.print(f"removed feature {feature} from {', '.join(data['modules'])}; wrote {data['out']}")
+
+
+@features_app.command("edit")
+@cli_errors
+def features_edit(
+    model: ModelArg,
+    sae_dir: SaeDirArg,
+    prompt: Annotated[str, typer.Option(help="Template with {} for the subject.")],
+    subject: Annotated[str, typer.Option(help="The subject.")],
+    target_new: Annotated[str, typer.Option(help="The new answer.")],
+    out: Annotated[Path, typer.Option(help="Write the edit (edit.json + deltas.safetensors) here.")],
+    target_true: Annotated[str | None, typer.Option(help="The current answer (recorded).")] = None,
+    features: Annotated[str | None, typer.Option(help="Comma-separated features (default: chosen).")] = None,
+    n_features: Annotated[int, typer.Option(min=1, help="Features to choose when --features is not given.")] = 128,
+    save_checkpoint: Annotated[Path | None, typer.Option(help="Also write the edited model here.")] = None,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Feature-conditioned rank-one edit: change a fact through SAE feature directions, in the weights.
+
+    Example: [bold]editkit features edit toy data/toy/sae-blocks.3.hook_resid_post --prompt "{} plays the"
+             --subject "Pagu Kabrith" --target-new harp --out runs/fedit[/]
+    """
+    from editkit.features.run import run_feature_edit
+    from editkit.requests import EditRequest
+
+    try:
+        ids = [int(f) for f in features.split(",")] if features else None
+    except ValueError:
+        raise EditkitError(f"--features {features!r} is not a comma-separated list of integers") from None
+    request = EditRequest(prompt, subject, target_new, target_true)
+    data = run_feature_edit(model, sae_dir, request, ids, n_features, out, save_checkpoint, device)
+    if json_out:
+        return _print_json(data)
+    console.print(f"{request.text}: {data['before']!r} → {data['after']!r} (scale {data['hparams']['scale']:.3g})")
+    console.print(f"wrote {data['out']}")

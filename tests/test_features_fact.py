@@ -193,3 +193,31 @@ def test_feature_inspection_contexts_and_logit_lens(toy, sae, tmp_path):
     assert "<mark>" in (tmp_path / "f.html").read_text()
     res = CliRunner().invoke(app, ["features", "show", "toy", str(toy_sae_dir()), "100000"])
     assert res.exit_code == 2 and "feature 100000 out of range" in res.output
+
+
+def test_cli_feature_edits_write_plain_checkpoints(toy, fact_prompt, toy_world, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from editkit.models import top_k
+
+    model, tok, _ = toy
+    prompt, subject, obj, other = fact_prompt
+    new = next(f.object for f in toy_world.facts if f.subject == other and f.relation_id == "P1303")
+    runner, sae_dir = CliRunner(), str(toy_sae_dir())
+    res = runner.invoke(
+        app,
+        ["features", "edit", "toy", sae_dir, "--prompt", "{} plays the", "--subject", subject, "--target-new", new,
+         "--target-true", obj, "--out", str(tmp_path / "e"), "--save-checkpoint", str(tmp_path / "ck"), "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["after"].strip() == new
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "ck").eval()  # no editkit, no hooks
+    assert top_k(plain, tok, prompt, 1)[0].token.strip() == new
+    EditResult.load(tmp_path / "e").revert(plain)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), model.state_dict().values(), strict=True))
+    res = runner.invoke(app, ["features", "ablate", "toy", sae_dir, "307", "--out", str(tmp_path / "a"), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["modules"] == ["transformer.h.3.mlp.c_proj"]
+    res = runner.invoke(
+        app, ["features", "ablate", "toy", sae_dir, "307", "--writer", "x", "--out", str(tmp_path / "b")]
+    )
+    assert res.exit_code == 2 and "unknown writer 'x'" in res.output

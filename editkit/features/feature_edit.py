@@ -187,7 +187,7 @@ def feature_rank_one_edit(
     value = scale * direction
     hparams = {"hook": hook.name, "layer": hook.layer, "features": coefs, "scale": scale}
     result = EditResult("feature-rank-one", hparams, requests=[request])
-    result.push(model, Delta(module, u=k / (k @ k), v=value, keys=k[None], values=value[None]))
+    result.push(model, Delta(module, u=k / (k @ k), v=value, keys=k[None].clone(), values=value[None].clone()))
     return result.seal(model)
 
 

@@ -187,3 +187,60 @@ def run_show(
     if html is not None:
         write_html(report, html)
     return report.to_json()
+
+
+def _finish_edit(m, tok, result, model: str, out: Path, checkpoint: Path | None) -> dict:
+    """Save the edit (and the edited model as a plain transformers checkpoint) and describe it."""
+    from editkit.edit.checkpoint import save_checkpoint
+
+    result.model = model
+    result.save(out)
+    if checkpoint is not None:
+        save_checkpoint(m, tok, checkpoint, result, source=model)
+    return {"method": result.method, "hparams": result.hparams, "modules": result.modules, "out": str(out)}
+
+
+def run_feature_ablate(
+    model: str,
+    sae_dir: Path,
+    feature: int,
+    layers: str | None,
+    writer: str,
+    out: Path,
+    checkpoint: Path | None,
+    device="cpu",
+) -> dict:
+    """Project a feature's direction out of what `writer` writes at `layers` (default: the SAE's layer)."""
+    from editkit.features.feature_edit import ablate_feature
+    from editkit.features.probes import parse_layers
+    from editkit.features.sae import SAE
+    from editkit.models import load_model
+
+    sae = SAE.load(sae_dir)
+    m, tok, adapter = load_model(model, device=device)
+    layer_ids = parse_layers(layers, adapter.n_layers) if layers else None
+    result = ablate_feature(m, adapter, sae.to(m.device), feature, layer_ids, writer)
+    return _finish_edit(m, tok, result, model, out, checkpoint)
+
+
+def run_feature_edit(
+    model: str,
+    sae_dir: Path,
+    request,
+    features: list[int] | None,
+    n_features: int,
+    out: Path,
+    checkpoint: Path | None,
+    device: str = "cpu",
+) -> dict:
+    """The feature-conditioned rank-one edit of one request; reports the prediction before and after."""
+    from editkit.features.feature_edit import feature_rank_one_edit
+    from editkit.features.sae import SAE
+    from editkit.models import load_model, top_k
+
+    sae = SAE.load(sae_dir)
+    m, tok, adapter = load_model(model, device=device)
+    before = top_k(m, tok, request.text, 1)[0].token
+    result = feature_rank_one_edit(m, tok, adapter, sae, request, features, n_features)
+    data = _finish_edit(m, tok, result, model, out, checkpoint)
+    return {**data, "before": before, "after": top_k(m, tok, request.text, 1)[0].token}
