@@ -36,6 +36,10 @@ def fact_prompt(toy_world):
     return f"{fact.subject} plays the", fact.subject, fact.object, other.subject
 
 
+def other_object(fact_prompt) -> str:
+    return "harp" if fact_prompt[2] != "harp" else "piano"
+
+
 def _hook_acts(model, tok, hook, text):
     with torch.no_grad(), trace_hook(model, hook) as tr:
         model(input_ids=torch.tensor([encode(tok, text)]))
@@ -56,6 +60,12 @@ def test_attribution_top_features_are_verified_by_ablation(toy, sae, fact_prompt
     agree = sum((s.attribution > 0) == (s.ablation < 0) for s in res.features if abs(s.ablation) > 0.05)
     assert agree >= 0.6 * sum(abs(s.ablation) > 0.05 for s in res.features)
     json.dumps(res.to_json())
+    alt = attribute_features(model, tok, adapter, sae, prompt, obj, target_alt=other_object(fact_prompt), top=2)
+    ids = torch.tensor([encode(tok, prompt)])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, -1]
+    first = [tok(f" {w}")["input_ids"][0] for w in (obj, other_object(fact_prompt))]
+    assert alt.metric == pytest.approx((logits[first[0]] - logits[first[1]]).item(), rel=1e-4)
 
 
 def test_steering_with_zero_is_a_no_op_and_large_steering_changes_text(toy, sae, fact_prompt):

@@ -202,3 +202,32 @@ def test_cli_sae_eval_and_bad_hook(tmp_path):
         app, ["sae", "train", "toy", "--hook", "blocks.3.resid", "--d-sae", "8", "--out", str(tmp_path / "s")]
     )
     assert res.exit_code == 2 and "unknown hook name" in res.output
+
+
+def test_keep_mask_skips_padding_and_special_tokens_and_optionally_bos(tokenizers_on_disk):
+    from editkit.features.store import keep_mask, tokenize
+
+    spm = tokenizers_on_disk["spm"]  # adds <s> in front, like Llama
+    ids, mask = tokenize(spm, ["Talin Vorsk plays the violin", "Paris"], 64)
+    assert ids[0, 0] == spm.bos_token_id and mask[1].sum() < mask[0].sum()
+    skip, keep = keep_mask(ids, mask, spm, skip_bos=True), keep_mask(ids, mask, spm, skip_bos=False)
+    assert not skip[:, 0].any() and keep[:, 0].all()
+    assert torch.equal(skip[:, 1:], keep[:, 1:]) and torch.equal(skip[:, 1:], mask[:, 1:].bool())
+
+
+def test_unknown_corpus_gives_a_clear_error(tmp_path):
+    with pytest.raises(EditkitError, match="corpus file .*missing.txt does not exist"):
+        read_corpus(str(tmp_path / "missing.txt"))
+    bad = tmp_path / "c.jsonl"
+    bad.write_text('{"body": "x"}\n')
+    with pytest.raises(EditkitError, match="no text field 'text'"):
+        list(read_corpus(str(bad)))
+
+
+def test_hf_corpus_without_datasets_is_a_clear_error():
+    import importlib.util
+
+    if importlib.util.find_spec("datasets") is not None:
+        pytest.skip("datasets is installed; this checks the message shown without it")
+    with pytest.raises(EditkitError, match="pip install datasets"):
+        read_corpus("wikitext")
