@@ -719,6 +719,8 @@ def features_attribute(
             fmt(s["attribution"]), fmt(s["ablation"]), fmt(s["patch"]),
         )
     console.print(table)
+    if data["target_alt"] is None and data["metric"] > -0.01:
+        console.print("note: log p is saturated (p ≈ 1), so gradients are small; pass --target-alt for a logit difference")
 
 
 @app.command()
