@@ -720,7 +720,7 @@ def features_attribute(
         )
     console.print(table)
     if data["target_alt"] is None and data["metric"] > -0.01:
-        console.print("note: log p is saturated (p ≈ 1), so gradients are small; pass --target-alt for a logit difference")
+        console.print("note: log p is saturated (p ≈ 1) and its gradients are small; pass --target-alt")
 
 
 @app.command()
