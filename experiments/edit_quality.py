@@ -48,6 +48,7 @@ def main() -> None:
             result = edit(model, tok, adapter, [r.request()], args.method, hp, stats)
             scores.append(evaluate(model, tok, r, opts)[0])
             result.revert(model)
+            print(json.dumps({"case": len(scores) - 1, **scores[-1]}), flush=True)  # partial results while it runs
     else:
         reqs = [r.request() for r in records]
         result = edit(model, tok, adapter, reqs, args.method, hp, stats, mode=args.mode)
