@@ -458,7 +458,7 @@ def _demo_edit_step(model, tok, adapter, belief, world, out: Path) -> None:
     """Demo step 3: a ROME edit of the traced fact, its before/after table, and the checkpoint reloaded."""
     from editkit.edit.run import demo_edit
 
-    console.print(f"[bold]3. Change it.[/] ROME rewrites {belief.prompt!r} (layer from the trace)")
+    console.print(f"[bold]3. Change it.[/] ROME rewrites {belief.prompt!r} (shipped toy hparams)")
     data = demo_edit(model, tok, adapter, belief.prompt, belief.fact.subject, belief.fact.object, world, out)
     console.print(_edit_table({"method": "rome", "mode": "single edit", **data}))
     console.print(
