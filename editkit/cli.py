@@ -461,6 +461,11 @@ def _demo_edit_step(model, tok, adapter, belief, world, out: Path) -> None:
     console.print(f"[bold]3. Change it.[/] ROME rewrites {belief.prompt!r} (shipped toy hparams)")
     data = demo_edit(model, tok, adapter, belief.prompt, belief.fact.subject, belief.fact.object, world, out)
     console.print(_edit_table({"method": "rome", "mode": "single edit", **data}))
+    if not data["request"].target_new.startswith(data["after"][0]["top"].strip() or "\0"):
+        console.print(
+            "[yellow]not flipped:[/] the toy model reads a subject at the prompt's last token, not at the subject's "
+            "last token where ROME writes (see the trace above and experiments/README.md)"
+        )
     console.print(
         f"checkpoint: {data['checkpoint']} (plain transformers, fresh interpreter, predicts "
         f"{data['reloaded_top1']!r}; target {data['request'].target_new!r}); the demo's model is reverted\n"
