@@ -379,6 +379,7 @@ def demo(
         t, layer, score = result.peak(k)
         console.print(f"  restoring {k:6s}: peak at token {result.tokens[t]!r}, layer {layer} (p = {score:.3f})")
     console.print(f"heatmap: {plot_trace(result, out / 'trace.png')}\n")
+    _demo_features_step(model, tok, a, first, world)
     _demo_edit_step(model, tok, a, first, world, out)
     _demo_eval_step((model, tok, a), out)
     template = first.prompt.replace(first.fact.subject, "{}")
@@ -452,6 +453,35 @@ def table_cmd(
 
 
 # --- editing (issue 6) -----------------------------------------------------------------------------------
+
+
+def _demo_features_step(model, tok, adapter, belief, world, top: int = 5) -> None:
+    """Demo step: which features of the shipped toy SAE carry the traced fact, verified by ablating them."""
+    from editkit.features.attribution import attribute_features
+    from editkit.features.sae import SAE
+    from editkit.models import toy_dir
+
+    sae = SAE.load(toy_dir() / "sae-blocks.3.hook_resid_post")
+    obj = belief.fact.object
+    alt = next(o for o in world.relations[belief.fact.relation_id]["objects"] if o != obj)
+    console.print(
+        f"[bold]Which SAE features carry it?[/] {sae.cfg.hook_name}, {sae.cfg.d_sae} features, "
+        f"logit({obj}) − logit({alt})"
+    )
+    r = attribute_features(model, tok, adapter, sae, belief.prompt, obj, alt, belief.fact.subject, top=top)
+    table = Table()
+    for col in ("feature", "token", "activation", "activation × gradient", "measured Δ when ablated"):
+        table.add_column(col, justify="left" if col == "token" else "right")
+    for f in r.features:
+        table.add_row(
+            str(f.feature), repr(f.token), f"{f.activation:.2f}", f"{f.attribution:+.3f}", f"{f.ablation:+.3f}"
+        )
+    console.print(table)
+    console.print(
+        f"logit difference {r.metric:.2f}; inspect one: editkit features show toy "
+        f"data/toy/sae-blocks.3.hook_resid_post {r.features[0].feature}\n",
+        highlight=False,
+    )
 
 
 def _demo_edit_step(model, tok, adapter, belief, world, out: Path) -> None:
@@ -654,9 +684,24 @@ def sae_train(
     from editkit.features.run import run_sae_train
 
     data = run_sae_train(
-        model, hook, corpus, out, d_sae, arch, k, max_tokens, store, device=device, progress=not json_out,
-        training_steps=steps, batch_size=batch_size, lr=lr, l1_coefficient=l1, seed=seed,
-        lr_decay_steps=steps // 5, normalize_activations="expected_average_only_in" if normalize else "none",
+        model,
+        hook,
+        corpus,
+        out,
+        d_sae,
+        arch,
+        k,
+        max_tokens,
+        store,
+        device=device,
+        progress=not json_out,
+        training_steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        l1_coefficient=l1,
+        seed=seed,
+        lr_decay_steps=steps // 5,
+        normalize_activations="expected_average_only_in" if normalize else "none",
     )
     if json_out:
         return _print_json(data)
@@ -720,8 +765,13 @@ def features_attribute(
     for s in data["features"]:
         fmt = lambda v: "" if v is None else f"{v:+.3f}"  # noqa: E731
         table.add_row(
-            str(s["feature"]), str(s["position"]), repr(s["token"]), f"{s['activation']:.2f}",
-            fmt(s["attribution"]), fmt(s["ablation"]), fmt(s["patch"]),
+            str(s["feature"]),
+            str(s["position"]),
+            repr(s["token"]),
+            f"{s['activation']:.2f}",
+            fmt(s["attribution"]),
+            fmt(s["ablation"]),
+            fmt(s["patch"]),
         )
     console.print(table)
     if data["target_alt"] is None and data["metric"] > -0.01:
