@@ -365,7 +365,7 @@ class _Replay:
 
 @torch.no_grad()
 def _fast_runs(case: _Case, kinds: Sequence[str], sever: str | None) -> tuple[dict, _Replay]:
-    """The clean run (batch 1) and the corrupted run (batch S, with its KV cache), every state recorded."""
+    """The clean run (batch 1) and the corrupted run (batch S, with its KV cache and score), every state recorded."""
     a = case.adapter
     names = sorted({n for k in (*kinds, *([sever] if sever else [])) for n in case.names(k)} | set(a.names("block")))
     with Trace(case.model, names, clone=True) as clean, Trace(case.model, a.name("block", 0), retain_args=True) as call:
@@ -378,6 +378,7 @@ def _fast_runs(case: _Case, kinds: Sequence[str], sever: str | None) -> tuple[di
     cache = getattr(out, "cache", None) or out.past_key_values
     states = {"clean": {n: clean[n].output[0] for n in names}, "corrupted": {n: corr[n].output for n in names}}
     states["block_input"] = [corr_in[n].input for n in a.names("block")]
+    states["corrupted_score"] = case.answer_prob(out.logits[:, -1]).mean().item()
     kv = [_layer_kv(cache, i) for i in range(a.n_layers)]
     return states, _Replay(case, kv, (first.args, first.kwargs))
 
@@ -513,14 +514,12 @@ def trace(
         draw_noise(samples, span[1] - span[0], adapter.hidden_size, scale, uniform, seed),
     )
 
-    scores: dict[str, np.ndarray] = {}
     if method == "naive":
         corrupted = _run_patched(case, {})
         scores = {k: _naive(case, k, window, sever) for k in kinds}
     else:
         states, replay = _fast_runs(case, kinds, sever)
-        with torch.no_grad():
-            corrupted = replay.run(0, [(0, states["block_input"][0])]).mean().item()
+        corrupted = states["corrupted_score"]
         if method == "fast":
             scores = _fast(case, kinds, window, sever, states, replay, corrupted)
         else:
