@@ -53,9 +53,14 @@ def locality(pre: Sequence[Sequence[int]], post: Sequence[Sequence[int]]) -> flo
     return _mean([_mean([a == b for a, b in zip(x, y, strict=True)]) for x, y in zip(pre, post, strict=True)])
 
 
+# nltk's Treebank rules for what GE counts: clitics split off ("France's" → France 's, "can't" → ca n't),
+# every punctuation mark its own token. Not nltk itself: its `word_tokenize` needs the punkt download.
+_WORDS = re.compile(r"\w+(?=n't\b)|n't\b|'(?:s|m|d|ll|re|ve)\b|\w+|[^\w\s]", re.IGNORECASE)
+
+
 def words(text: str) -> list[str]:
-    """Word and punctuation tokens (a regex stand-in for nltk's `word_tokenize`, which ROME uses)."""
-    return re.findall(r"\w+(?:'\w+)?|[^\w\s]", text)
+    """Word and punctuation tokens as nltk's `word_tokenize` (ROME's GE tokenizer) splits English text."""
+    return _WORDS.findall(text)
 
 
 def ngram_entropy_one(text: str, ns: Sequence[int] = (2, 3), weights: Sequence[float] = (2 / 3, 4 / 3)) -> float:
