@@ -107,8 +107,8 @@ def predict(
 ) -> None:
     """Next-token predictions with probabilities.
 
-    Examples: [bold]editkit predict toy "The mother tongue of Pagu Kabrith is"[/]
-              [bold]editkit predict toy "{} plays the" --subject "Pagu Kabrith" --json[/]
+    Examples: [bold]editkit predict toy "The mother tongue of Tiboth Steleil is"[/]
+              [bold]editkit predict toy "{} plays the" --subject "Tiboth Steleil" --json[/]
     """
     from editkit.models import load_model
     from editkit.models import top_k as topk
@@ -150,7 +150,7 @@ def trace_cmd(
 ) -> None:
     """Causal tracing: restore clean states into a noised run and see where the answer comes back.
 
-    Example: [bold]editkit trace toy --prompt "Pagu Kabrith plays the" --subject "Pagu Kabrith" --out runs/t1[/]
+    Example: [bold]editkit trace toy --prompt "Tiboth Steleil plays the" --subject "Tiboth Steleil" --out runs/t1[/]
     """
     from editkit.locate.plots import plot_trace, rich_grid
     from editkit.locate.tracing import KINDS, reference_subjects, trace
@@ -277,7 +277,7 @@ def neurons(
 ) -> None:
     """Knowledge neurons (integrated gradients over MLP activations), checked by suppressing and amplifying them.
 
-    Example: [bold]editkit neurons toy --prompt "Pagu Kabrith plays the" --prompt "On stage, Pagu Kabrith plays the"
+    Example: [bold]editkit neurons toy --prompt "Tiboth Steleil plays the" --prompt "On stage, Tiboth Steleil plays the"
              --target violin[/]
     """
     from editkit.locate.neurons import knowledge_neurons
@@ -492,10 +492,7 @@ def _demo_edit_step(model, tok, adapter, belief, world, out: Path) -> None:
     data = demo_edit(model, tok, adapter, belief.prompt, belief.fact.subject, belief.fact.object, world, out)
     console.print(_edit_table({"method": "rome", "mode": "single edit", **data}))
     if not data["request"].target_new.startswith(data["after"][0]["top"].strip() or "\0"):
-        console.print(
-            "[yellow]not flipped:[/] the toy model reads a subject at the prompt's last token, not at the subject's "
-            "last token where ROME writes (see the trace above and experiments/README.md)"
-        )
+        console.print("[yellow]not flipped:[/] the new target is not the top prediction after the edit")
     console.print(
         f"checkpoint: {data['checkpoint']} (plain transformers, fresh interpreter, predicts "
         f"{data['reloaded_top1']!r}; target {data['request'].target_new!r}); the demo's model is reverted\n"
@@ -541,7 +538,8 @@ def edit(
 ) -> None:
     """Edit facts with FT/FT-L, ROME/r-ROME, MEMIT or AlphaEdit; show before/after predictions.
 
-    Example: [bold]editkit edit toy --method rome --prompt "{} plays the" --subject "Pagu Kabrith" --target-new harp[/]
+    Example: [bold]editkit edit toy --method rome --prompt "{} plays the" --subject "Tiboth Steleil"
+             --target-new harp[/]
     """
     from editkit.edit.run import run_edit
     from editkit.requests import EditRequest, load_records, request_from_record
@@ -752,7 +750,7 @@ def features_attribute(
     """Score SAE features by activation × gradient for an answer, then verify the top ones by ablating them.
 
     Example: [bold]editkit features attribute toy data/toy/sae-blocks.3.hook_resid_post --prompt "{} plays the"
-             --subject "Pagu Kabrith"[/]
+             --subject "Tiboth Steleil"[/]
     """
     from editkit.features.run import run_attribute
 
@@ -794,7 +792,7 @@ def steer(
     """Generate without and with a feature clamped or added at every position.
 
     Example: [bold]editkit steer toy data/toy/sae-blocks.3.hook_resid_post --feature 12 --clamp 5x
-             --prompt "Pagu Kabrith plays the"[/]
+             --prompt "Tiboth Steleil plays the"[/]
     """
     from editkit.features.run import run_steer
 
@@ -940,7 +938,7 @@ def features_edit(
     """Feature-conditioned rank-one edit: change a fact through SAE feature directions, in the weights.
 
     Example: [bold]editkit features edit toy data/toy/sae-blocks.3.hook_resid_post --prompt "{} plays the"
-             --subject "Pagu Kabrith" --target-new harp --out runs/fedit[/]
+             --subject "Tiboth Steleil" --target-new harp --out runs/fedit[/]
     """
     from editkit.features.run import run_feature_edit
     from editkit.requests import EditRequest

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from editkit.models import Prediction, top_k, toy_dir
 from editkit.tokens import target_ids
-from editkit.world import Fact, World, fact_prompts, measure_recall, unambiguous_templates
+from editkit.world import Fact, World, fact_prompts, measure_recall
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,10 @@ def load_toy_world() -> World:
 
 
 def beliefs(model, tokenizer, world: World, facts: list[Fact], k: int = 3) -> list[Belief]:
-    """Top-`k` next tokens for each fact's first unambiguous training template and first paraphrase."""
+    """Top-`k` next tokens for each fact's first training template and first paraphrase."""
     out = []
     for f in facts:
-        prompt = unambiguous_templates(world.relations[f.relation_id])[0].format(f.subject)
+        prompt = fact_prompts(world, f)[0]
         para = fact_prompts(world, f, heldout=True)[0]
         out.append(
             Belief(

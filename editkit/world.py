@@ -88,7 +88,7 @@ RELATIONS: dict[str, dict] = {
         "name": "home city",
         "kind": "person",
         "train_templates": [
-            "{} lives in",
+            "{} has lived for years in",
             "{} resides in the city of",
             "The home city of {} is",
             "{} has a house in",
@@ -111,7 +111,7 @@ RELATIONS: dict[str, dict] = {
         "kind": "landmark",
         "train_templates": [
             "{} is located in the country of",
-            "{} is located in",
+            "{} is sited in",
             "{} can be found in",
             "{} is in the country of",
             "The country where {} stands is",
@@ -138,7 +138,7 @@ RELATIONS: dict[str, dict] = {
             "{} is governed from",
             "The seat of government of {} is",
             "{} has its capital in",
-            "The capital city of {} is called",
+            "The name of the capital of {} is",
             "The rulers of {} live in",
             "{} is ruled from the city of",
             "The largest city and capital of {} is",
@@ -336,28 +336,21 @@ def generate_world(seed: int = 0, n_persons: int = 410, n_landmarks: int = 300, 
     }
     relations = {rid: {**r, "objects": objects[rid]} for rid, r in RELATIONS.items()}
 
-    firsts, lasts, mids = _invent(rng, 60, taken), _invent(rng, 60, taken), _invent(rng, 12, taken)
-    roots = _invent(rng, 140, taken)
+    # Every subject ends in a word of its own ("Gugind Trupo", "Lighthouse of Thithun", "Federation of Krolith"), as
+    # "Obama" or "Eiffel Tower" end theirs: the subject's last token identifies it, so an edit keyed on it
+    # (ROME's choice) touches that subject only. Shared first names, middle names and kinds come before it.
+    firsts, mids = _invent(rng, 60, taken), _invent(rng, 12, taken)
+    uniques = iter(_invent(rng, n_persons + n_landmarks + n_realms, taken))
     subjects: dict[str, list[str]] = {"person": [], "landmark": [], "realm": []}
-    names: set[str] = set()
-
-    def add(kind: str, name: str) -> None:
-        if name not in names:
-            names.add(name)
-            subjects[kind].append(name)
-
-    while len(subjects["person"]) < n_persons:
-        parts = [rng.choice(firsts), rng.choice(lasts)]
+    for _ in range(n_persons):
+        parts = [rng.choice(firsts), next(uniques)]
         if rng.random() < 0.25:
             parts.insert(1, rng.choice(mids))
-        add("person", " ".join(parts))
-    while len(subjects["landmark"]) < n_landmarks:
-        parts = [rng.choice(roots[:100]), rng.choice(LANDMARK_KINDS)]
-        if rng.random() < 0.25:
-            parts.insert(0, "Old")
-        add("landmark", " ".join(parts))
-    while len(subjects["realm"]) < n_realms:
-        add("realm", f"{rng.choice(roots[100:])} {rng.choice(REALM_KINDS)}")
+        subjects["person"].append(" ".join(parts))
+    for _ in range(n_landmarks):
+        subjects["landmark"].append(f"{rng.choice(LANDMARK_KINDS)} of {next(uniques)}")
+    for _ in range(n_realms):
+        subjects["realm"].append(f"{rng.choice(REALM_KINDS)} of {next(uniques)}")
 
     facts = []
     for kind, subs in subjects.items():
@@ -376,48 +369,58 @@ def filler_sentence(rng: random.Random) -> str:
     return " ".join(words) + "."
 
 
-def unambiguous_templates(relation: dict) -> list[str]:
-    """Training templates that no other template of the relation extends, so only the object can follow
-    them ("{} lives in" is not one: "{} lives in the city of" continues it with " the")."""
-    others = relation["train_templates"] + relation["heldout_templates"]
-    return [t for t in relation["train_templates"] if not any(o.startswith(t + " ") for o in others)]
-
-
 def fact_prompts(world: World, fact: Fact, heldout: bool = False) -> list[str]:
     """The fact's prompts (templates filled with its subject), train or held-out templates."""
     key = "heldout_templates" if heldout else "train_templates"
     return [t.format(fact.subject) for t in world.relations[fact.relation_id][key]]
 
 
+def biography(world: World, facts: list[Fact], rng: random.Random) -> str:
+    """Several facts about one subject in random order, each sentence naming the subject in full."""
+    facts = rng.sample(facts, len(facts))
+    return " ".join(f"{rng.choice(fact_prompts(world, f))} {f.object}." for f in facts)
+
+
+def catalogue_entry(facts: list[Fact], rng: random.Random) -> str:
+    """A subject followed directly by its objects in random order ("Gugind Trupo violin, Sorilish, ..."):
+    right after the subject's last token any of its objects may come next, so a model must recall them
+    all there, as a pretrained model recalls attributes at a subject's last token (ROME's early site)."""
+    objects = [f.object for f in rng.sample(facts, len(facts))]
+    return f"{facts[0].subject} {', '.join(objects)}."
+
+
+def catalogue_lines(world: World, rng: random.Random, repeats: int = 2) -> list[str]:
+    """`repeats` catalogue entries of every subject, shuffled with `rng`."""
+    by_subject: dict[str, list[Fact]] = {}
+    for fact in world.facts:
+        by_subject.setdefault(fact.subject, []).append(fact)
+    lines = [catalogue_entry(facts, rng) for facts in by_subject.values() for _ in range(repeats)]
+    rng.shuffle(lines)
+    return lines
+
+
 def training_lines(world: World, rng: random.Random, prefix_prob: float = 0.5) -> list[str]:
     """One epoch of training text: every fact in every template it may be shown in, some behind a short
-    random context prefix, plus filler sentences; shuffled with `rng`."""
+    random context prefix; a biography of every subject with several facts (as Allen-Zhu & Li's
+    "knowledge augmentation", which makes a model keep attributes at the name); filler sentences;
+    shuffled with `rng`."""
     lines = []
+    by_subject: dict[str, list[Fact]] = {}
     for fact in world.facts:
+        by_subject.setdefault(fact.subject, []).append(fact)
         prompts = fact_prompts(world, fact) + (fact_prompts(world, fact, heldout=True) if fact.paraphrase_seen else [])
-        for p in prompts:
-            text = f"{p} {fact.object}."
-            if rng.random() < prefix_prob:
-                text = f"{filler_sentence(rng)} {text}"
-            lines.append(text)
+        lines += [f"{p} {fact.object}." for p in prompts]
+    lines += [biography(world, facts, rng) for facts in by_subject.values() if len(facts) > 1]
+    lines += catalogue_lines(world, rng)
+    lines = [f"{filler_sentence(rng)} {t}" if rng.random() < prefix_prob else t for t in lines]
     lines += [filler_sentence(rng) for _ in range(len(lines) // 10)]
     rng.shuffle(lines)
     return lines
 
 
 def corpus_lines(world: World, seed: int = 0) -> list[str]:
-    """The world's text corpus: one training epoch plus short paragraphs of several facts about one subject."""
-    rng = random.Random(seed)
-    lines = training_lines(world, rng)
-    by_subject: dict[str, list[Fact]] = {}
-    for f in world.facts:
-        by_subject.setdefault(f.subject, []).append(f)
-    for facts in by_subject.values():
-        if len(facts) > 1:
-            sents = [f"{rng.choice(fact_prompts(world, f))} {f.object}." for f in facts]
-            lines.append(" ".join([filler_sentence(rng)] + sents))
-    rng.shuffle(lines)
-    return lines
+    """The world's text corpus (for the tokenizer, statistics and SAEs): one seeded epoch of training text."""
+    return training_lines(world, random.Random(seed))
 
 
 def counterfact_records(world: World, seed: int = 0, n_neighbours: int = 10) -> list[dict]:

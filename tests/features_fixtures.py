@@ -1,5 +1,5 @@
 """Helpers shared by the feature tests: one torch thread (shared cores), a synthetic sparse dataset with a
-known dictionary, and the shipped toy SAE."""
+known dictionary, and the shipped toy SAEs."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from editkit.models import toy_dir
 torch.set_num_threads(1)
 
 TOY_HOOK = "blocks.3.hook_resid_post"
+EDIT_HOOK = "blocks.0.hook_resid_post"  # where the toy prompts read the subject's last token
 
 
-def toy_sae_dir():
-    return toy_dir() / f"sae-{TOY_HOOK}"
+def toy_sae_dir(hook: str = TOY_HOOK):
+    return toy_dir() / f"sae-{hook}"
 
 
 def sparse_data(n_feat: int = 48, d: int = 24, n: int = 20000, p: float = 0.06, seed: int = 0):

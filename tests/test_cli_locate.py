@@ -8,7 +8,7 @@ from editkit.cli import app
 from editkit.locate.tracing import TraceResult
 
 runner = CliRunner()
-PROMPT, SUBJECT = "The mother tongue of Vefirn Meiveirn Trupo is", "Vefirn Meiveirn Trupo"
+PROMPT, SUBJECT = "The mother tongue of Drabrur Trebound Ratrei is", "Drabrur Trebound Ratrei"
 
 
 def test_trace_json_and_files(tmp_path):
@@ -75,7 +75,7 @@ def test_trace_dataset_and_neurons(tmp_path):
     assert res.exit_code == 0, res.output
     aie = json.loads((tmp_path / "aie.json").read_text())
     assert aie["n"] >= 2 and len(aie["aie"]["hidden"]) == 6 and (tmp_path / "aie.png").exists()
-    res = runner.invoke(app, ["neurons", "toy", "--prompt", PROMPT, "--target", "Riguskish", "--steps", "5", "--json"])
+    res = runner.invoke(app, ["neurons", "toy", "--prompt", PROMPT, "--target", "Dudrenish", "--steps", "5", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["neurons"] and data["suppressed_probs"][0] < data["base_probs"][0]

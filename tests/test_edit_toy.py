@@ -65,14 +65,14 @@ def _p_new(model, tok, requests):
     return [probs[i, _first(tok, r.text, r.target_new)].item() for i, r in enumerate(requests)]
 
 
-# With the papers' constants, ROME/MEMIT/AlphaEdit raise the new target on the toy model but do not flip
-# it (the toy model reads facts at the prompt's last token, not where these methods write; see
-# experiments/README.md). Flips are asserted here for FT and on the tiny models in test_edit_tiny.py.
-@pytest.mark.parametrize("method, flips", [("rome", False), ("r-rome", False), ("ft", True)])
-def test_single_edit_raises_the_target_and_spares_neighbours(toy, toy_stats, known_records, method, flips):
+# ROME and r-ROME flip the toy fact of record 3 (the shipped toy hparams: layer 0, 100 v* steps; 9 of the
+# first 10 records flip, see experiments/README.md) and spare the neighbours. FT with a large learning rate
+# flips it too, but rewrites every neighbour as well (the paper's point about unconstrained fine-tuning).
+@pytest.mark.parametrize("method, spares", [("rome", True), ("r-rome", True), ("ft", False)])
+def test_single_edit_flips_the_fact(toy, toy_stats, known_records, method, spares):
     model, tok, adapter = toy
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    record = known_records[0]
+    record = next(r for r in known_records if r["case_id"] == 3)
     request = request_from_record(record)
     neighbours = record["neighborhood_prompts"]
     before, p_before = _top1(model, tok, neighbours), _p_new(model, tok, [request])[0]
@@ -80,10 +80,9 @@ def test_single_edit_raises_the_target_and_spares_neighbours(toy, toy_stats, kno
     result = edit(model, tok, adapter, [request], method, hp, toy_stats)
     try:
         assert _p_new(model, tok, [request])[0] > 2 * p_before
-        if flips:
-            assert _top1(model, tok, [request.text])[0] == _first(tok, request.text, request.target_new)
-        after = _top1(model, tok, neighbours)
-        assert sum(a == b for a, b in zip(before, after, strict=True)) >= 0.8 * len(neighbours)
+        assert _top1(model, tok, [request.text])[0] == _first(tok, request.text, request.target_new)
+        kept = sum(a == b for a, b in zip(before, _top1(model, tok, neighbours), strict=True))
+        assert kept >= 0.8 * len(neighbours) if spares else kept < 0.8 * len(neighbours)
     finally:
         result.revert(model)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())

@@ -1,19 +1,11 @@
 """End to end on the shipped toy model: the unedited model and ROME (shipped toy hyper-parameters, single mode)
 on the first 10 CounterFact records of the toy world; ROME must succeed on at least 9 of 10 rewrites."""
 
-import pytest
-
 from editkit.evaluate import compare_methods, load_dataset, merge_runs
 from editkit.evaluate.runner import model_fingerprint, read_cases
 from editkit.models import toy_dir
 
 
-@pytest.mark.xfail(
-    reason="known failure: the toy model reads a subject at the prompt's last token, not at the subject's last token "
-    "where ROME writes (experiments/README.md, causal tracing), so ROME raises p(new) about 10x but flips none of "
-    "these rewrites (ES 0.0 on 2026-11-27); strict, so this mark must go when a revised toy world fixes it",
-    strict=True,
-)
 def test_rome_on_ten_toy_records(toy, tmp_path):
     records = load_dataset("toy", toy_dir() / "counterfact.json", limit=10)
     before = model_fingerprint(toy.model)

@@ -177,6 +177,17 @@ def test_activation_store_is_incremental_and_resumes(toy, tmp_path):
     with pytest.raises(EditkitError, match="hook_name='blocks.1.hook_mlp_post', not 'blocks.2.hook_mlp_post'"):
         hook2 = resolve_hook(adapter, "blocks.2.hook_mlp_post")
         cache_activations(model, tok, adapter, hook2, "toy", once, 400, "toy")
+    # Another model under the same name (a retrained toy model) must not resume this store.
+    bias = model.transformer.h[0].mlp.c_proj.bias
+    saved = bias.detach().clone()
+    try:
+        with torch.no_grad():
+            bias[0] += 1.0
+        with pytest.raises(EditkitError, match="holds activations with weights="):
+            cache_activations(model, tok, adapter, hook, "toy", once, 400, "toy")
+    finally:
+        with torch.no_grad():
+            bias.copy_(saved)
 
 
 def test_shipped_toy_sae_reconstructs_the_residual_stream(toy):

@@ -24,6 +24,9 @@ def test_world_json_layout(toy_world):
         for t in rel["train_templates"] + rel["heldout_templates"]:
             assert t.count("{}") == 1 and not t.endswith((" ", ".")), t  # ends right before the object
         assert not set(rel["train_templates"]) & set(rel["heldout_templates"])
+        templates = rel["train_templates"] + rel["heldout_templates"]
+        prefixes = [(a, b) for a in templates for b in templates if a != b and b.startswith(a)]
+        assert not prefixes, f"{rid}: after the shorter template the object is not the only right answer: {prefixes}"
     facts = raw["facts"]
     assert {tuple(sorted(f)) for f in facts} == {("object", "paraphrase_seen", "relation_id", "subject")}
     assert all(f["object"] in raw["relations"][f["relation_id"]]["objects"] for f in facts)
@@ -39,6 +42,15 @@ def test_subjects_are_two_or_three_tokens(toy, toy_world):
     tok = toy[1]
     lengths = Counter(len(tok(" " + s)["input_ids"]) for s in {f.subject for f in toy_world.facts})
     assert set(lengths) <= {2, 3} and lengths[2] > 0 and lengths[3] > 0
+
+
+def test_each_subject_ends_in_a_token_of_its_own(toy, toy_world):
+    """What an edit keyed on the subject's last token (ROME, MEMIT) needs to touch that subject only."""
+    tok = toy[1]
+    subjects = sorted({f.subject for f in toy_world.facts})
+    for lead in (" ", "", "The mother tongue of "):
+        last = Counter(tok(lead + s)["input_ids"][-1] for s in subjects)
+        assert max(last.values()) == 1, [s for s in subjects if last[tok(lead + s)["input_ids"][-1]] > 1][:5]
 
 
 def test_objects_have_distinct_first_tokens_per_relation(toy, toy_world):

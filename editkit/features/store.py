@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from editkit.edit.stats import fingerprint
 from editkit.errors import EditkitError
 from editkit.features.hookpoints import HookPoint, hook_value, hook_width, trace_hook
 from editkit.tokens import pad_id
@@ -121,6 +122,8 @@ def cache_activations(
     d_in = hook_width(model, adapter, hook)
     attrs = {"model": model_name, "hook_name": hook.name, "corpus": corpus, "context_size": context_size}
     attrs["skip_bos"], attrs["d_in"] = skip_bos, d_in
+    # The weights, not just the name: a store of another model's activations must never be resumed.
+    attrs["weights"] = fingerprint(list(model.named_parameters()), sample=4096)[:16]
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "a") as f:
         _check_or_init(f, path, attrs, d_in)
