@@ -389,12 +389,17 @@ def catalogue_entry(facts: list[Fact], rng: random.Random) -> str:
     return f"{facts[0].subject} {', '.join(objects)}."
 
 
+def facts_by_subject(world: World) -> dict[str, list[Fact]]:
+    """The world's facts grouped by subject, in the order subjects first appear."""
+    groups: dict[str, list[Fact]] = {}
+    for fact in world.facts:
+        groups.setdefault(fact.subject, []).append(fact)
+    return groups
+
+
 def catalogue_lines(world: World, rng: random.Random, repeats: int = 2) -> list[str]:
     """`repeats` catalogue entries of every subject, shuffled with `rng`."""
-    by_subject: dict[str, list[Fact]] = {}
-    for fact in world.facts:
-        by_subject.setdefault(fact.subject, []).append(fact)
-    lines = [catalogue_entry(facts, rng) for facts in by_subject.values() for _ in range(repeats)]
+    lines = [catalogue_entry(facts, rng) for facts in facts_by_subject(world).values() for _ in range(repeats)]
     rng.shuffle(lines)
     return lines
 
@@ -402,15 +407,13 @@ def catalogue_lines(world: World, rng: random.Random, repeats: int = 2) -> list[
 def training_lines(world: World, rng: random.Random, prefix_prob: float = 0.5) -> list[str]:
     """One epoch of training text: every fact in every template it may be shown in, some behind a short
     random context prefix; a biography of every subject with several facts (as Allen-Zhu & Li's
-    "knowledge augmentation", which makes a model keep attributes at the name); filler sentences;
-    shuffled with `rng`."""
+    "knowledge augmentation", which makes a model keep attributes at the name); catalogue entries;
+    filler sentences; shuffled with `rng`."""
     lines = []
-    by_subject: dict[str, list[Fact]] = {}
     for fact in world.facts:
-        by_subject.setdefault(fact.subject, []).append(fact)
         prompts = fact_prompts(world, fact) + (fact_prompts(world, fact, heldout=True) if fact.paraphrase_seen else [])
         lines += [f"{p} {fact.object}." for p in prompts]
-    lines += [biography(world, facts, rng) for facts in by_subject.values() if len(facts) > 1]
+    lines += [biography(world, facts, rng) for facts in facts_by_subject(world).values() if len(facts) > 1]
     lines += catalogue_lines(world, rng)
     lines = [f"{filler_sentence(rng)} {t}" if rng.random() < prefix_prob else t for t in lines]
     lines += [filler_sentence(rng) for _ in range(len(lines) // 10)]

@@ -114,7 +114,7 @@ def main() -> None:
             f"only {len(last_tokens)} distinct last tokens for {len(subjects)} subjects: raise --vocab-size"
         )
     print(
-        f"world: {len(world.facts)} facts, {len({f.subject for f in world.facts})} subjects, "
+        f"world: {len(world.facts)} facts, {len(subjects)} subjects, "
         f"subject lengths {sorted(subject_lens)} tokens, vocab {len(tok)}"
     )
 
