@@ -36,11 +36,16 @@ def pairs_of(world: World, tok, relation: str, n: int, rng: random.Random) -> li
 
 
 @torch.no_grad()
-def patched_top1(model, tok, name: str, prompt: str, pos: int, donor: str, donor_pos: int) -> int:
-    """Top-1 next token of `prompt` with module `name`'s output at `pos` taken from the `donor` prompt."""
+def module_output(model, tok, name: str, prompt: str) -> torch.Tensor:
+    """Module `name`'s output on `prompt`, [tokens, width]."""
     with Trace(model, name) as t:
-        model(tok(donor, return_tensors="pt")["input_ids"])
-    vec = t[name].output[0, donor_pos]
+        model(tok(prompt, return_tensors="pt")["input_ids"])
+    return t[name].output[0]
+
+
+@torch.no_grad()
+def patched_top1(model, tok, name: str, prompt: str, pos: int, vec: torch.Tensor) -> int:
+    """Top-1 next token of `prompt` with module `name`'s output at `pos` replaced by `vec`."""
 
     def put(out: torch.Tensor, _name: str) -> torch.Tensor:
         out = out.clone()
@@ -71,8 +76,9 @@ def main() -> None:
                 pa, pb = template.format(a.subject), template.format(b.subject)
                 (sa, ea), (sb, eb) = subject_span(tok, pa, a.subject), subject_span(tok, pb, b.subject)
                 b_first = tok(pb + " " + b.object)["input_ids"][len(tok(pb)["input_ids"])]
-                hits["first"] += patched_top1(model, tok, name, pa, sa, pb, sb) == b_first
-                hits["last"] += patched_top1(model, tok, name, pa, ea - 1, pb, eb - 1) == b_first
+                donor = module_output(model, tok, name, pb)  # one run of B's prompt serves both positions
+                hits["first"] += patched_top1(model, tok, name, pa, sa, donor[sb]) == b_first
+                hits["last"] += patched_top1(model, tok, name, pa, ea - 1, donor[eb - 1]) == b_first
                 n += 1
         for k in rates:
             rates[k].append(hits[k] / n)
