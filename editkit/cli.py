@@ -402,6 +402,9 @@ def eval_cmd(
     offset: Annotated[int, typer.Option(min=0, help="Skip the first N records.")] = 0,
     sample: Annotated[int | None, typer.Option(min=1, help="Then draw N records at random (--seed).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for --sample and for sampled generations.")] = 0,
+    distinct_subjects: Annotated[
+        bool, typer.Option("--distinct-subjects", help="Only each subject's first record (for batch edits).")
+    ] = False,
     mode: Annotated[str, typer.Option(help="single, batch or sequential.")] = "single",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Edits applied at once.")] = 1,
     hparams: Annotated[Path | None, typer.Option(help="Hyper-parameter file (default: shipped).")] = None,
@@ -423,6 +426,7 @@ def eval_cmd(
     config = EvalConfig(
         model=model, dataset=dataset, method=method, data=str(data) if data else None, limit=limit, offset=offset,
         sample=sample, seed=seed, mode=mode, batch_size=batch_size, shard=shard, generation=generation,
+        distinct_subjects=distinct_subjects,
     )  # fmt: skip
     summary = run_named(
         config, out, resume, device, str(hparams) if hparams else None,

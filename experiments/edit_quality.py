@@ -7,6 +7,9 @@ p(true) > p(new) on neighbours; whole-target probabilities), generation metrics 
 - sequential (alphaedit, memit, rome, r-rome): records edited one after another; every record is scored
   once the whole sequence is in place.
 
+`--distinct-subjects` keeps each subject's first record only: the toy world has four facts per subject,
+and requests on one subject share the key at its last token, so in one batch they conflict.
+
     OMP_NUM_THREADS=1 python experiments/edit_quality.py --method rome --mode single [--limit 100]
 
 Last line: JSON.
@@ -33,10 +36,17 @@ def main() -> None:
     p.add_argument("--mode", choices=["single", "batch", "sequential"], required=True)
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--set", action="append", default=[], help="hyper-parameter override key=value")
+    p.add_argument(
+        "--distinct-subjects",
+        action="store_true",
+        help="only each subject's first record (batch/sequential: one subject's requests share a key)",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     model, tok, adapter = load_model("toy", device="cpu")
-    records = load_dataset("toy", toy_dir() / "counterfact.json", limit=args.limit)
+    records = load_dataset(
+        "toy", toy_dir() / "counterfact.json", limit=args.limit, distinct_subjects=args.distinct_subjects
+    )
     hp = load_hparams(args.method, "toy", overrides=args.set)
     stats = make_stats(model, tok, adapter, hp, progress=True) if needs_stats(args.method, hp) else None
     opts = ScoreOptions(generation=False)
@@ -68,6 +78,7 @@ def main() -> None:
                 "mode": args.mode,
                 "records": len(records),
                 "overrides": args.set,
+                "distinct_subjects": args.distinct_subjects,
                 **{k: round(v, 4) for k, v in means.items()},
                 "seconds": round(seconds, 1),
                 "revert_exact": exact,

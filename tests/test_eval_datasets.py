@@ -148,3 +148,14 @@ def test_limit_offset_and_seeded_sample():
     assert a == [r.case_id for r in D.load_dataset("zsre", path, sample=5, seed=1)] and a == sorted(a) and len(a) == 5
     assert a != [r.case_id for r in D.load_dataset("zsre", path, sample=5, seed=2)]
     assert json.loads(path.read_text())[0]["subject"] == "Watts Humphrey"
+
+
+def test_distinct_subjects_keeps_each_subjects_first_record():
+    from editkit.models import toy_dir
+
+    path = toy_dir() / "counterfact.json"
+    subjects = [r["requested_rewrite"]["subject"] for r in json.loads(path.read_text())]
+    first = [i for i, s in enumerate(subjects) if s not in subjects[:i]]
+    got = D.load_dataset("toy", path, limit=5, distinct_subjects=True)
+    assert [r.case_id for r in got] == first[:5]
+    assert len({r.request().subject for r in got}) == 5 and first[:2] == [0, 4]  # four facts per toy subject

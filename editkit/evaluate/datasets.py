@@ -284,9 +284,11 @@ def load_dataset(
     offset: int = 0,
     sample: int | None = None,
     seed: int = 0,
+    distinct_subjects: bool = False,
 ) -> list[Record]:
     """Records of dataset `kind` from `path` (or the named source): `offset`/`limit` slice them in file
-    order; `sample` then draws that many with `random.Random(seed)`, kept in file order."""
+    order; `sample` then draws that many with `random.Random(seed)`, kept in file order.
+    `distinct_subjects` first keeps only each subject's first record (see `first_per_subject`)."""
     if kind not in _PARSERS:
         raise EditkitError(f"unknown dataset {kind!r}; use one of {', '.join(KINDS)}")
     file = dataset_path(kind, path)
@@ -295,6 +297,8 @@ def load_dataset(
     except json.JSONDecodeError as e:
         raise EditkitError(f"{file} is not valid JSON ({e}); pass the dataset's JSON file") from e
     records = parse_records(raw, kind, str(file))
+    if distinct_subjects:
+        records = first_per_subject(records)
     if offset < 0 or (limit is not None and limit < 1) or (sample is not None and sample < 1):
         raise EditkitError("offset must be >= 0 and limit/sample >= 1")
     records = records[offset : offset + limit if limit is not None else None]
@@ -302,3 +306,17 @@ def load_dataset(
         keep = sorted(random.Random(seed).sample(range(len(records)), sample))
         records = [records[i] for i in keep]
     return records
+
+
+def first_per_subject(records: list[Record]) -> list[Record]:
+    """Each subject's first record only. For batch and sequential edits: requests on one subject share the
+    key at its last token, so a batch holding two of them asks one key for two values (MEMIT's MCF likewise
+    drops conflicting records)."""
+    seen: set[str] = set()
+    out = []
+    for r in records:
+        subject = r.request().subject
+        if subject not in seen:
+            seen.add(subject)
+            out.append(r)
+    return out

@@ -56,6 +56,7 @@ class EvalConfig:
     offset: int = 0
     sample: int | None = None
     seed: int = 0
+    distinct_subjects: bool = False
     mode: str = "single"
     batch_size: int = 1
     hparams: dict = field(default_factory=dict)
@@ -318,7 +319,9 @@ def run_named(
     from editkit.models import load_model
 
     data_file = dataset_path(config.dataset, config.data)
-    records = load_dataset(config.dataset, data_file, config.limit, config.offset, config.sample, config.seed)
+    records = load_dataset(
+        config.dataset, data_file, config.limit, config.offset, config.sample, config.seed, config.distinct_subjects
+    )
     bundle = load_model(config.model, device=device)
     editor, config.hparams = make_editor(config.method, bundle, hparams_file, config.model, config.mode == "sequential")
     model, tok, _ = bundle
