@@ -119,6 +119,7 @@ def test_shipped_hparams_carry_the_papers_constants():
     assert gptj.layers == [3, 4, 5, 6, 7, 8] and gptj.mom2_update_weight == 15000
     assert not load_hparams("r-rome", "gpt2-xl").original_key
     assert load_hparams("rome", "gpt2-xl", overrides=["v_lr=0.1", "layers=[3]"]).v_lr == 0.1
+    assert load_hparams("rome", "gpt2-xl", overrides=["v_lr=5e-3"]).v_lr == 0.005  # YAML 1.1 reads a string
     assert shipped_file("alphaedit", "meta-llama/Llama-2-7b-hf").exists()
 
 

@@ -146,7 +146,13 @@ def parse_override(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise EditkitError(f"--set {text!r} is not key=value; write e.g. --set v_lr=0.1")
-    return key.strip(), yaml.safe_load(value)
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str):  # YAML 1.1 reads '5e-3' (no dot) as a string
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    return key.strip(), parsed
 
 
 def build(method: str, values: dict, source: str = "hparams"):
