@@ -139,6 +139,17 @@ def main() -> None:
         """Constant after the catalogue phase's warm-up, then cosine decay to 10% over the full text."""
         return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(total, 1))))
 
+    def train_step(x, m, y, lr: float) -> torch.Tensor:
+        """One AdamW step at learning rate `lr` with gradients clipped to norm 1; returns the loss."""
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss = model(input_ids=x, attention_mask=m, labels=y).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
     sample = random.Random(args.seed).sample(world.facts, min(600, len(world.facts)))
     # Phase 1: catalogue entries alone, so the model first learns to recall a subject's objects at the
     # subject's last token; the prompts of phase 2 then read them from there (as in a pretrained model)
@@ -148,13 +159,7 @@ def main() -> None:
     model.train()
     while step < phase1:
         for x, m, y in batches(tok, catalogue_lines(world, rng), args.batch_size, rng):
-            for g in opt.param_groups:
-                g["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
-            loss = model(input_ids=x, attention_mask=m, labels=y).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            loss = train_step(x, m, y, args.lr * min(1.0, (step + 1) / args.warmup))
             step += 1
             if step >= phase1:
                 break
@@ -171,13 +176,7 @@ def main() -> None:
         rng = random.Random(args.seed * 1000 + epoch)
         loss_sum, n = 0.0, 0
         for x, m, y in batches(tok, training_lines(world, rng), args.batch_size, rng):
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step - base)
-            loss = model(input_ids=x, attention_mask=m, labels=y).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            loss = train_step(x, m, y, lr_at(step - base))
             loss_sum, n, step = loss_sum + loss.item(), n + 1, step + 1
             if args.max_steps and step >= args.max_steps:
                 break

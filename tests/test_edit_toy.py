@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from editkit.cli import app
 from editkit.edit import Stats, edit, load_hparams
 from editkit.edit.checkpoint import save_checkpoint
+from editkit.evaluate.datasets import first_per_subject, parse_records
 from editkit.models import next_token_probs
 from editkit.requests import load_records, request_from_record
 from editkit.tokens import target_ids
@@ -94,10 +95,8 @@ def test_single_edit_flips_the_fact(toy, toy_stats, known_records, method, spare
 def test_many_edits_flip_the_facts_and_revert(toy, toy_stats, known_records, method, mode):
     model, tok, adapter = toy
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    by_subject = {}
-    for r in map(request_from_record, known_records):
-        by_subject.setdefault(r.subject, r)
-    requests = list(by_subject.values())[:3]
+    records = first_per_subject(parse_records(known_records, "toy", "known toy records"))[:3]
+    requests = [r.request() for r in records]
     result = edit(model, tok, adapter, requests, method, _hp(method), toy_stats, mode=mode)
     try:
         top = _top1(model, tok, [r.text for r in requests])
