@@ -52,6 +52,23 @@ def test_easyedit_counterfact_prefix():
     assert r.locality == (("Michel Rocard is a native speaker of", "French"),) and r.portability == ()
 
 
+def test_counterfact_in_easyedit_layout_reads_as_counterfact():
+    recs = D.load_dataset("counterfact", DATA / "counterfact-edit-prefix12.json")
+    easy = D.load_dataset("easyedit", DATA / "counterfact-edit-prefix12.json")
+    assert len(recs) == 12 and [r.case_id for r in recs] == [r.case_id for r in easy]
+    r = recs[0]
+    assert (r.prompt, r.subject, r.target_new, r.target_true) == (
+        "The mother tongue of {} is", "Danielle Darrieux", "English", "French"
+    )  # fmt: skip
+    assert r.paraphrase_prompts == ("Where Danielle Darrieux is from, people speak the language of",)
+    assert r.neighborhood_prompts == ("Michel Rocard is a native speaker of",)
+    assert r.request() == easy[0].request()
+    raw = json.loads((DATA / "counterfact-edit-prefix12.json").read_text())[:2]
+    raw[1]["locality_ground_truth"] = "German"
+    with pytest.raises(EditkitError, match="record 1: field 'locality_ground_truth' is 'German', not the ground_truth"):
+        D.parse_records(raw, "counterfact", "cf.json")
+
+
 def test_easyedit_knowedit_nested_locality_and_portability():
     raw = [
         {

@@ -1,5 +1,6 @@
 """Benchmark datasets as typed records: CounterFact, MultiCounterFact, zsRE (MEND format), known_1000,
-EasyEdit-format JSON and the toy world. Each record can produce the `EditRequest` it asks for."""
+EasyEdit-format JSON and the toy world. Each record can produce the `EditRequest` it asks for. CounterFact in
+EasyEdit's layout reads either way: as `easyedit` (EasyEdit's metrics) or as `counterfact` (ROME's ES/PS/NS)."""
 
 from __future__ import annotations
 
@@ -139,6 +140,8 @@ class _Fields:
 
 
 def _counterfact(f: _Fields) -> CounterFactRecord:
+    if "requested_rewrite" not in f.raw and "locality_prompt" in f.raw:
+        return _counterfact_easyedit(f)
     subject = f.get("requested_rewrite.subject")
     return CounterFactRecord(
         case_id=f.get("case_id", int),
@@ -152,6 +155,32 @@ def _counterfact(f: _Fields) -> CounterFactRecord:
         neighborhood_prompts=f.strings("neighborhood_prompts"),
         attribute_prompts=f.strings("attribute_prompts", None),
         generation_prompts=f.strings("generation_prompts", None),
+    )
+
+
+def _counterfact_easyedit(f: _Fields) -> CounterFactRecord:
+    """CounterFact in EasyEdit's flat layout (one rephrase, one locality prompt per record) as a CounterFact
+    record: the rephrase is the one paraphrase, the locality prompt the one neighbour. NS asks a neighbour to
+    keep the record's true object, so its answer must be that object."""
+    subject, truth = f.get("subject"), f.get("ground_truth")
+    if f.get("locality_ground_truth") != truth:
+        f.fail(
+            "locality_ground_truth",
+            f"is {f.raw['locality_ground_truth']!r}, not the ground_truth {truth!r}: CounterFact's NS needs a "
+            "neighbour with the same true object; read this file with --dataset easyedit instead",
+        )
+    return CounterFactRecord(
+        case_id=f.get("case_id", int, f.index),
+        subject=subject,
+        prompt=f.template(f.get("prompt"), subject, "prompt"),
+        target_new=f.get("target_new"),
+        target_true=truth,
+        relation_id="",
+        target_new_id="",
+        paraphrase_prompts=f.strings("rephrase_prompt"),
+        neighborhood_prompts=f.strings("locality_prompt"),
+        attribute_prompts=(),
+        generation_prompts=(),
     )
 
 
