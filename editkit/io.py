@@ -14,6 +14,11 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def cache_root(override: str | Path | None = None) -> Path:
+    """editkit's cache: `override`, else `$EDITKIT_CACHE`, else ~/.cache/editkit."""
+    return Path(override or os.environ.get("EDITKIT_CACHE") or Path.home() / ".cache" / "editkit").expanduser()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see either the old file or the whole new one, never a part."""
     path = Path(path)

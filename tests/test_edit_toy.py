@@ -196,3 +196,62 @@ def test_cli_stats_reports_the_cache(cache):
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert set(data["layers"]) == {"1", "2"} and data["layers"]["1"]["dim"] == 1024
+
+
+def test_cli_edit_reads_easyedit_records_and_probes_with_their_prompts(known_records, tmp_path, monkeypatch, cache):
+    from editkit.evaluate.datasets import load_dataset
+
+    monkeypatch.setenv("EDITKIT_CACHE", str(cache))
+    cf = parse_records(known_records[:2], "toy")
+    easyedit = [
+        {
+            "subject": r.subject,
+            "prompt": r.prompt.format(r.subject),
+            "target_new": r.target_new,
+            "ground_truth": r.target_true,
+            "rephrase_prompt": r.paraphrase_prompts[0],
+            "locality_prompt": cf[1 - i].prompt.format(cf[1 - i].subject),
+            "locality_ground_truth": cf[1 - i].target_true,
+        }
+        for i, r in enumerate(cf)
+    ]
+    path = tmp_path / "easyedit.json"
+    path.write_text(json.dumps(easyedit))
+    res = CliRunner().invoke(
+        app, ["edit", "toy", "--method", "ft", "--set", "num_steps=1", "--requests", str(path), "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    (first,) = load_dataset("easyedit", path, limit=1)
+    assert data["requests"][0] == {
+        "prompt": first.prompt,
+        "subject": first.subject,
+        "target_new": first.target_new,
+        "target_true": first.ground_truth,
+    }
+    assert {p["probe"]: p["prompt"] for p in data["before"]} == {
+        "edit": easyedit[0]["prompt"],
+        "paraphrase": easyedit[0]["rephrase_prompt"],
+        "neighbour": easyedit[0]["locality_prompt"],
+    }
+
+
+def test_cli_edit_never_probes_another_model_with_the_toy_world(known_records, tmp_path, monkeypatch, cache):
+    import shutil
+
+    from editkit.edit.hparams import HPARAMS_DIR
+    from editkit.models import toy_dir
+
+    monkeypatch.setenv("EDITKIT_CACHE", str(cache))
+    shutil.copytree(toy_dir() / "model", tmp_path / "not-toy")
+    request = request_from_record(known_records[0])  # a toy-world template, so the toy world would have probes
+    args = ["--method", "ft", "--set", "num_steps=1", "--prompt", request.prompt, "--subject", request.subject,
+            "--target-new", request.target_new, "--json"]  # fmt: skip
+    res = CliRunner().invoke(
+        app, ["edit", str(tmp_path / "not-toy"), "--hparams", str(HPARAMS_DIR / "ft/toy.yaml"), *args]
+    )
+    assert res.exit_code == 0, res.output
+    other = json.loads(res.output)
+    assert [p["probe"] for p in other["before"]] == ["edit"]
+    toy = json.loads(CliRunner().invoke(app, ["edit", "toy", *args]).output)
+    assert [p["probe"] for p in toy["before"]] == ["edit", "paraphrase", "neighbour"]

@@ -93,7 +93,14 @@ HPARAM_CLASSES: dict[str, type] = {
 }
 
 #: Hub ids and directory names -> the shipped file's model key.
-_MODEL_KEYS = {"gpt2-xl": "gpt2-xl", "gpt-j-6b": "gpt-j-6b", "llama-2-7b": "llama-2-7b", "toy": "toy"}
+_MODEL_KEYS = {
+    "gpt2-xl": "gpt2-xl",
+    "gpt-j-6b": "gpt-j-6b",
+    "llama-2-7b": "llama-2-7b",
+    "toy": "toy",
+    "smollm2-135m": "smollm2-135m",
+    "smollm2-135m-instruct": "smollm2-135m",
+}
 
 
 def model_key(name_or_path: str) -> str | None:

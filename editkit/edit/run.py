@@ -7,34 +7,33 @@ from pathlib import Path
 
 from editkit.edit import EditResult, Stats, edit, load_hparams, needs_stats
 from editkit.edit.checkpoint import read_provenance, save_checkpoint
-from editkit.errors import EditkitError
 from editkit.requests import EditRequest
 
 #: The edit carried inside a checkpoint directory, so that `revert` needs nothing else.
 CHECKPOINT_EDIT = "editkit_edit"
 
 
-def probe_prompts(request: EditRequest, record: dict | None = None) -> dict[str, str]:
-    """Prompts to show before/after: the edit prompt, a paraphrase and a neighbour (another subject, same
-    relation) from the CounterFact record or, for toy-world templates, from the toy world."""
+def probe_prompts(request: EditRequest, record=None, toy: bool = False) -> dict[str, str]:
+    """Prompts to show before/after: the edit prompt, and a paraphrase and a neighbour from the request's
+    dataset record (CounterFact, zsRE, EasyEdit) or, on the toy model only (`toy`), from the toy world."""
+    from editkit.evaluate.suites import probes as record_probes
+
     probes = {"edit": request.text}
-    if record is not None and record.get("paraphrase_prompts"):
-        probes["paraphrase"] = record["paraphrase_prompts"][0]
-    if record is not None and record.get("neighborhood_prompts"):
-        probes["neighbour"] = record["neighborhood_prompts"][0]
-    if len(probes) == 1:
+    paraphrases, neighbours = record_probes(record) if record is not None else ((), ())
+    if paraphrases:
+        probes["paraphrase"] = paraphrases[0]
+    if neighbours:
+        probes["neighbour"] = neighbours[0]
+    if len(probes) == 1 and toy:
         probes.update(_toy_probes(request))
     return probes
 
 
 def _toy_probes(request: EditRequest) -> dict[str, str]:
-    try:
-        from editkit.models import toy_dir
-        from editkit.world import World
+    from editkit.models import toy_dir
+    from editkit.world import World
 
-        world = World.load(toy_dir() / "world.json")
-    except (EditkitError, OSError):
-        return {}
+    world = World.load(toy_dir() / "world.json")
     for rid, rel in world.relations.items():
         if request.prompt in rel["train_templates"] + rel["heldout_templates"]:
             other = next(f.subject for f in world.facts if f.relation_id == rid and f.subject != request.subject)
@@ -76,17 +75,19 @@ def run_edit(
     checkpoint: str | Path | None = None,
     cache_dir: str | Path | None = None,
     device: str = "cpu",
-    record: dict | None = None,
+    record=None,
     progress: bool = False,
 ) -> dict:
-    """Load the model, edit it, and report before/after predictions on the first request's probes; save the
-    edit to `out` and the edited model to `checkpoint` (which also carries the edit, for `revert`)."""
+    """Load the model, edit it, and report before/after predictions on the first request's probes (from its
+    dataset `record`); save the edit to `out` and the edited model to `checkpoint` (which also carries the
+    edit, for `revert`)."""
+    from editkit.edit.hparams import model_key
     from editkit.models import load_model
 
     hp = load_hparams(method, model_name, hparams_file, overrides)
     model, tokenizer, adapter = load_model(model_name, device=device)
     stats = make_stats(model, tokenizer, adapter, hp, cache_dir, progress) if needs_stats(method, hp) else None
-    probes = probe_prompts(requests[0], record)
+    probes = probe_prompts(requests[0], record, toy=model_key(model_name) == "toy")
     before = predictions(model, tokenizer, probes, requests[0])
     result = edit(model, tokenizer, adapter, requests, method, hp, stats, mode)
     result.model = model_name
@@ -171,7 +172,7 @@ def demo_edit(model, tokenizer, adapter, prompt: str, subject: str, target_true:
     new = next(o for o in world.relations[rid]["objects"] if o != target_true)
     request = EditRequest(prompt.replace(subject, "{}"), subject, new, target_true)
     hp = load_hparams("rome", "toy")
-    probes = probe_prompts(request)
+    probes = probe_prompts(request, toy=True)
     before = predictions(model, tokenizer, probes, request)
     result = edit(
         model, tokenizer, adapter, [request], "rome", hp, make_stats(model, tokenizer, adapter, hp, progress=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,14 +21,9 @@ import torch
 
 from editkit.errors import EditkitError
 from editkit.hooks import Trace
-from editkit.io import atomic_write_bytes
+from editkit.io import atomic_write_bytes, cache_root
 
 FORMAT_VERSION = 1
-
-
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """`cache_dir`, else `$EDITKIT_CACHE`, else ~/.cache/editkit."""
-    return Path(cache_dir or os.environ.get("EDITKIT_CACHE") or Path.home() / ".cache" / "editkit").expanduser()
 
 
 def fingerprint(named: list[tuple[str, torch.Tensor]], sample: int | None = None) -> str:

@@ -5,13 +5,13 @@ EasyEdit's layout reads either way: as `easyedit` (EasyEdit's metrics) or as `co
 from __future__ import annotations
 
 import json
-import os
 import random
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from editkit.errors import EditkitError
+from editkit.io import cache_root
 from editkit.requests import EditRequest
 
 ROME_DATA_URL = "https://rome.baulab.info/data/dsets/"
@@ -269,9 +269,40 @@ def parse_records(raw: object, kind: str, source: str = "dataset") -> list[Recor
     return records
 
 
+def layout_of(raw: dict) -> str | None:
+    """The dataset layout one raw record is in (counterfact, zsre, easyedit), or None for a plain request
+    ({prompt with {}, subject, target_new[, target_true]} or a bare `requested_rewrite`)."""
+    if "requested_rewrite" in raw and "paraphrase_prompts" in raw:
+        return "counterfact"
+    if "src" in raw and "answers" in raw:
+        return "zsre"
+    prompt = raw.get("prompt")
+    if isinstance(prompt, str) and ("{}" not in prompt or {"ground_truth", "rephrase_prompt"} & set(raw)):
+        return "easyedit"
+    return None
+
+
+def load_edit_requests(
+    path: str | Path, limit: int | None = None, offset: int = 0
+) -> list[tuple[EditRequest, Record | None]]:
+    """Each request of a file for `editkit edit --requests`, with its dataset record when it is in one of the
+    benchmark layouts (CounterFact, zsRE, EasyEdit, parsed as `load_dataset` parses them)."""
+    from editkit.requests import load_records, request_from_record
+
+    out = []
+    for i, raw in enumerate(load_records(path, limit, offset), start=offset):
+        kind = layout_of(raw) if isinstance(raw, dict) else None
+        if kind is None:
+            out.append((request_from_record(raw, f"{path} record {i}"), None))
+        else:
+            record = _PARSERS[kind](_Fields(raw, i, str(path)))
+            out.append((record.request(), record))
+    return out
+
+
 def cache_dir() -> Path:
     """Where downloaded datasets live: `$EDITKIT_CACHE`, else `~/.cache/editkit`."""
-    return Path(os.environ.get("EDITKIT_CACHE") or Path.home() / ".cache" / "editkit") / "dsets"
+    return cache_root() / "dsets"
 
 
 def dataset_path(kind: str, path: str | Path | None = None) -> Path:

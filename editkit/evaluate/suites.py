@@ -63,6 +63,17 @@ def rows(record: Record) -> list[tuple[str, str]]:
     raise EditkitError(f"records of type {type(record).__name__} have no edit metrics; use counterfact or zsre")
 
 
+def probes(record: Record) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(paraphrases, neighbours) of `record`: prompts that should follow the edit, and prompts that should not."""
+    if isinstance(record, CounterFactRecord):
+        return record.paraphrase_prompts, record.neighborhood_prompts
+    if isinstance(record, ZsreRecord):
+        return record.paraphrase_prompts, (f"{record.loc}?",)
+    if isinstance(record, EasyEditRecord):
+        return record.rephrase_prompts, tuple(p for p, _ in record.locality)
+    return (), ()
+
+
 def evaluate_many(
     model, tok, records: list[Record], opts: ScoreOptions, pres: list, refs=None
 ) -> list[tuple[dict, dict]]:

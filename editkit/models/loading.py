@@ -1,4 +1,5 @@
-"""Loading models: `AutoModelForCausalLM.from_pretrained` with clear errors, plus the `toy` shortcut."""
+"""Loading models: `AutoModelForCausalLM.from_pretrained` with clear errors, GGUF files dequantised into plain
+models, and the `toy` and named-model shortcuts."""
 
 from __future__ import annotations
 
@@ -41,16 +42,30 @@ def toy_dir() -> Path:
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """`toy` -> the shipped toy model directory; an existing directory -> itself; anything that can only be
-    a path (starts with '.', '/' or '~', or has more than one '/') but does not exist -> a clear error;
-    else a hub id, returned as given."""
+    """`toy` -> the shipped toy model directory; a named model (`editkit models list`) -> its fetched
+    directory; an existing directory -> itself, or the one .gguf file it holds if it has no config.json; a
+    .gguf file -> itself; anything that can only be a path (starts with '.', '/' or '~', or has more than
+    one '/') but does not exist -> a clear error; else a hub id, returned as given."""
+    from editkit.models.named import KNOWN_MODELS, fetched_dir
+
     if name_or_path == "toy":
         return str(toy_dir() / "model")
+    if name_or_path in KNOWN_MODELS:
+        return str(fetched_dir(name_or_path))
     path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").exists():
-            raise EditkitError(f"{name_or_path} has no config.json; pass a Hugging Face model directory")
+    if path.is_file() and path.suffix == ".gguf":
         return str(path)
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return str(path)
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return str(ggufs[0])
+        if ggufs:
+            raise EditkitError(
+                f"{name_or_path} holds {len(ggufs)} .gguf files ({', '.join(g.name for g in ggufs)}); pass one"
+            )
+        raise EditkitError(f"{name_or_path} has no config.json; pass a Hugging Face model directory or a .gguf file")
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or path.exists():
         raise EditkitError(f"model directory {name_or_path} does not exist; pass a model directory or a hub id")
     return name_or_path
@@ -74,9 +89,11 @@ def load_model(
 ) -> ModelBundle:
     """Load a causal LM, its tokenizer and its architecture adapter.
 
-    `name_or_path` is a local directory, a hub id (where the hub is reachable) or `toy`. `device_map`
-    passes through to transformers (multi-GPU sharding with accelerate); otherwise the model goes to
-    `device` ('auto': CUDA, then MPS, then CPU). The architecture is checked before weights are read.
+    `name_or_path` is a local directory, a .gguf file (or a directory holding one), a named model, a hub
+    id (where the hub is reachable) or `toy`. A GGUF file is dequantised to `dtype` (default float32) into
+    a plain model that saves like any other. `device_map` passes through to transformers (multi-GPU
+    sharding with accelerate); otherwise the model goes to `device` ('auto': CUDA, then MPS, then CPU).
+    The architecture is checked before weights are read.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -87,8 +104,13 @@ def load_model(
         if dtype not in _DTYPES:
             raise EditkitError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
         dtype = _DTYPES[dtype]
+    gguf = {}
+    if source.endswith(".gguf"):
+        require_gguf()
+        gguf = {"gguf_file": Path(source).name}
+        source, dtype = str(Path(source).parent), dtype or torch.float32
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, **gguf)
     except (OSError, ValueError) as e:
         raise EditkitError(
             f"could not load model {name_or_path!r} ({str(e).splitlines()[0]}); "
@@ -98,9 +120,41 @@ def load_model(
     kwargs = {"dtype": dtype} if dtype is not None else {}
     if device_map is not None:
         kwargs["device_map"] = device_map
-    model = AutoModelForCausalLM.from_pretrained(source, config=config, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source, config=config, **kwargs, **gguf)
+    if gguf:
+        model = dequantised(model)
     if device_map is None:
         model.to(resolve_device(device))
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source, **gguf)
     return ModelBundle(model, tokenizer, adapter_for(model))
+
+
+def require_gguf() -> None:
+    """A clear error naming the extra when the packages for reading GGUF files are missing."""
+    try:
+        import accelerate  # noqa: F401
+        import gguf  # noqa: F401
+    except ImportError as e:
+        raise EditkitError(
+            f"loading a .gguf file needs the gguf and accelerate packages ({e.name} is missing); "
+            'install them with: pip install "editkit[gguf]"'
+        ) from None
+
+
+def dequantised(model: nn.Module) -> nn.Module:
+    """A plain copy of a model that transformers loaded from GGUF: transformers 5 refuses to save a model
+    carrying a GGUF `quantization_config`, so rebuild it from its config without one and copy the weights
+    (tied embeddings stay tied)."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(model.config)
+    del config.quantization_config
+    dtype = next(model.parameters()).dtype
+    plain = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    plain.load_state_dict(model.state_dict())
+    plain.tie_weights()
+    plain.generation_config = model.generation_config
+    return plain
