@@ -297,26 +297,26 @@ def trace_dataset_cmd(
     from rich.progress import Progress
 
     from editkit.locate.dataset import BUCKETS, average_indirect_effect, load_trace_cases, plot_aie, trace_dataset
-    from editkit.locate.tracing import KINDS, reference_subjects
+    from editkit.locate.tracing import KINDS
     from editkit.models import load_model
 
     kinds = list(KINDS) if kind == "all" else [kind]
-    cases = load_trace_cases(dataset, limit)
+    cases = load_trace_cases(dataset)  # all of them set the noise scale, as ROME's knowns do
     m, tok, a = load_model(model, device=device)
     with Progress(console=console) as bar:
-        task = bar.add_task("tracing", total=len(cases))
+        task = bar.add_task("tracing", total=len(cases[:limit]))
         counts = trace_dataset(
             m,
             tok,
             a,
-            cases,
+            cases[:limit],
             out / "traces.h5",
             kinds=kinds,
             window=window,
             noise=noise,
             samples=samples,
             seed=seed,
-            noise_subjects=reference_subjects(model),
+            noise_subjects=[c.subject for c in cases],
             progress=lambda i, n: bar.update(task, completed=i),
         )
     aie = average_indirect_effect(out / "traces.h5")
@@ -338,6 +338,30 @@ def trace_dataset_cmd(
         )
     console.print(table)
     console.print(f"wrote {out / 'traces.h5'}, {out / 'aie.json'}, {png}")
+
+
+@app.command()
+@cli_errors
+def known(
+    model: ModelArg,
+    out: Annotated[Path, typer.Option(help="JSON file of the records the model knows (the input's layout).")],
+    dataset: Annotated[str, typer.Option(help="known_1000, counterfact, easyedit or toy.")] = "known_1000",
+    data: Annotated[Path | None, typer.Option(help="Local dataset file (default: by name).")] = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Keep the facts the model completes correctly (greedy continuation starts with the true object), as
+    ROME built known_1000; the output is read by trace-dataset and eval.
+
+    Example: [bold]editkit known smollm2-135m --out runs/known-smollm2.json[/]
+    """
+    from editkit.evaluate.known import known_facts
+    from editkit.io import atomic_write_text
+    from editkit.models import load_model
+
+    m, tok, _ = load_model(model, device=device)
+    kept, total = known_facts(m, tok, dataset, data)
+    atomic_write_text(out, json.dumps(kept, indent=1, ensure_ascii=False) + "\n")
+    console.print(f"{len(kept)} of {total} records known ({100 * len(kept) / max(total, 1):.1f}%); wrote {out}")
 
 
 @app.command()
@@ -482,6 +506,10 @@ def eval_cmd(
     distinct_subjects: Annotated[
         bool, typer.Option("--distinct-subjects", help="Only each subject's first record (for batch edits).")
     ] = False,
+    known_only: Annotated[
+        bool,
+        typer.Option("--known-only", help="Only records whose true object the unedited model prefers to the new one."),
+    ] = False,
     mode: Annotated[str, typer.Option(help="single, batch or sequential.")] = "single",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Edits applied at once.")] = 1,
     hparams: Annotated[Path | None, typer.Option(help="Hyper-parameter file (default: shipped).")] = None,
@@ -503,7 +531,7 @@ def eval_cmd(
     config = EvalConfig(
         model=model, dataset=dataset, method=method, data=str(data) if data else None, limit=limit, offset=offset,
         sample=sample, seed=seed, mode=mode, batch_size=batch_size, shard=shard, generation=generation,
-        distinct_subjects=distinct_subjects,
+        distinct_subjects=distinct_subjects, known_only=known_only,
     )  # fmt: skip
     summary = run_named(
         config, out, resume, device, str(hparams) if hparams else None,

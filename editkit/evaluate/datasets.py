@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -306,7 +307,8 @@ def cache_dir() -> Path:
 
 
 def dataset_path(kind: str, path: str | Path | None = None) -> Path:
-    """The local file for `kind`: `path` if given, the toy world's file, or a cached download from ROME's site."""
+    """The local file for `kind`: `path` if given, the toy world's file, a copy shipped in data/ (known_1000),
+    or a cached download from ROME's site."""
     if path is not None:
         p = Path(path).expanduser()
         if not p.is_file():
@@ -318,6 +320,11 @@ def dataset_path(kind: str, path: str | Path | None = None) -> Path:
         return toy_dir() / "counterfact.json"
     if kind not in REMOTE_FILES:
         raise EditkitError(f"dataset {kind!r} has no download location; pass the file with --data PATH")
+    from editkit.models import data_dir
+
+    shipped = data_dir() / REMOTE_FILES[kind]
+    if shipped.is_file():
+        return shipped
     target = cache_dir() / REMOTE_FILES[kind]
     if not target.exists():
         _download(ROME_DATA_URL + REMOTE_FILES[kind], target)
@@ -345,10 +352,12 @@ def load_dataset(
     sample: int | None = None,
     seed: int = 0,
     distinct_subjects: bool = False,
+    keep: Callable[[list[Record]], list[bool]] | None = None,
 ) -> list[Record]:
     """Records of dataset `kind` from `path` (or the named source): `offset`/`limit` slice them in file
-    order; `sample` then draws that many with `random.Random(seed)`, kept in file order.
-    `distinct_subjects` first keeps only each subject's first record (see `first_per_subject`)."""
+    order; `sample` then draws that many with `random.Random(seed)`, kept in file order. Before that, `keep`
+    (one flag per record, e.g. `known.prefers_true`) filters them, then `distinct_subjects` keeps only each
+    subject's first record (see `first_per_subject`)."""
     if kind not in _PARSERS:
         raise EditkitError(f"unknown dataset {kind!r}; use one of {', '.join(KINDS)}")
     file = dataset_path(kind, path)
@@ -357,6 +366,8 @@ def load_dataset(
     except json.JSONDecodeError as e:
         raise EditkitError(f"{file} is not valid JSON ({e}); pass the dataset's JSON file") from e
     records = parse_records(raw, kind, str(file))
+    if keep is not None:
+        records = [r for r, k in zip(records, keep(records), strict=True) if k]
     if distinct_subjects:
         records = first_per_subject(records)
     if offset < 0 or (limit is not None and limit < 1) or (sample is not None and sample < 1):

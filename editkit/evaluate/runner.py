@@ -3,6 +3,7 @@ kill, split into shards. A run directory holds config.json, cases.jsonl and summ
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -57,6 +58,7 @@ class EvalConfig:
     sample: int | None = None
     seed: int = 0
     distinct_subjects: bool = False
+    known_only: bool = False
     mode: str = "single"
     batch_size: int = 1
     hparams: dict = field(default_factory=dict)
@@ -316,13 +318,16 @@ def run_named(
 ) -> dict:
     """`editkit eval`: load the model, the dataset, the editor and the reference texts, then `run_eval`."""
     from editkit.evaluate.datasets import dataset_path, load_dataset
+    from editkit.evaluate.known import prefers_true
     from editkit.models import load_model
 
     data_file = dataset_path(config.dataset, config.data)
-    records = load_dataset(
-        config.dataset, data_file, config.limit, config.offset, config.sample, config.seed, config.distinct_subjects
-    )
     bundle = load_model(config.model, device=device)
+    keep = functools.partial(prefers_true, bundle.model, bundle.tokenizer) if config.known_only else None
+    records = load_dataset(
+        config.dataset, data_file, config.limit, config.offset, config.sample, config.seed, config.distinct_subjects,
+        keep,
+    )  # fmt: skip
     editor, config.hparams = make_editor(config.method, bundle, hparams_file, config.model, config.mode == "sequential")
     model, tok, _ = bundle
     refs = _references(config, records, snippets, tfidf)

@@ -105,7 +105,8 @@ def trace_dataset(
 ) -> dict[str, int]:
     """Trace `cases` into the HDF5 file `path`, one group per case, resuming a previous run of the same
     settings. Facts the model gets wrong (top-1 is not the answer's first token) are recorded and skipped,
-    as in the paper. Returns counts: {"traced", "skipped_wrong", "resumed"}."""
+    as in the paper. The `s3` noise scale is measured on `noise_subjects` (default: the subjects of all
+    `cases`, as ROME measures it on its known facts). Returns counts: {"traced", "skipped_wrong", "resumed"}."""
     import h5py
 
     from editkit.tokens import target_ids
@@ -144,7 +145,7 @@ def trace_dataset(
                         noise=noise,
                         samples=samples,
                         seed=seed,
-                        noise_subjects=noise_subjects,
+                        noise_subjects=noise_subjects or [c.subject for c in cases],
                     ),
                 )
                 f.flush()
