@@ -11,7 +11,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from editkit.errors import EditkitError
 
@@ -24,7 +26,9 @@ app = typer.Typer(
 world_app = typer.Typer(help="The toy knowledge world: check what the toy model knows.", no_args_is_help=True)
 app.add_typer(world_app, name="world")
 
-console = Console()
+#: Markup off: user text (prompts, paths, tokens) prints as written; lines with markup of their own pass
+#: markup=True and escape what the user gave.
+console = Console(markup=False)
 _state = {"debug": False}
 
 ModelArg = Annotated[
@@ -44,7 +48,7 @@ def cli_errors(fn):
         except EditkitError as e:
             if _state["debug"]:
                 raise
-            Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            Console(stderr=True).print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -451,7 +455,9 @@ def demo(
         world = load_toy_world()
         shown = beliefs(model, tok, world, demo_facts(world, seed))
         rec = recall_sample(model, tok, world, seed=seed)
-    console.print(f"[bold]1. What the toy model believes[/] ({a.family}, {a.n_layers} layers, width {a.hidden_size})")
+    console.print(
+        f"[bold]1. What the toy model believes[/] ({a.family}, {a.n_layers} layers, width {a.hidden_size})", markup=True
+    )
     table = Table(title="facts of subjects never shown with the paraphrase templates")
     for col in ("relation", "prompt", "top-3 predictions", "true", "paraphrase → top-1"):
         table.add_column(col)
@@ -460,18 +466,22 @@ def demo(
         table.add_row(
             b.relation,
             b.prompt,
-            f"{_mark(b.correct)} {tops}",
+            Text.assemble(_mark(b.correct), f" {tops}"),
             b.fact.object,
-            f"{b.paraphrase} → {_mark(b.paraphrase_correct)} {b.paraphrase_top[0].token.strip()}",
+            Text.assemble(f"{b.paraphrase} → ", _mark(b.paraphrase_correct), f" {b.paraphrase_top[0].token.strip()}"),
         )
     console.print(table)
     console.print(
         f"Top-1 recall on 200 sampled facts: training templates [bold]{rec['train_recall']:.1%}[/], "
-        f"unseen paraphrases [bold]{rec['heldout_recall']:.1%}[/]\n"
+        f"unseen paraphrases [bold]{rec['heldout_recall']:.1%}[/]\n",
+        markup=True,
     )
 
     first = shown[0]
-    console.print(f"[bold]2. Where is it stored?[/] Causal trace of {first.prompt!r} → {first.fact.object}")
+    console.print(
+        f"[bold]2. Where is it stored?[/] Causal trace of {escape(repr(first.prompt))} → {escape(first.fact.object)}",
+        markup=True,
+    )
     with console.status("tracing", spinner="dots"):
         result = trace_belief(model, tok, a, first, world)
     console.print(f"clean p = {result.clean_score:.3f}, subject noised p = {result.corrupted_score:.3f}")
@@ -484,11 +494,15 @@ def demo(
     _demo_edit_step(model, tok, a, first, world, out)
     _demo_eval_step((model, tok, a), out)
     template = first.prompt.replace(first.fact.subject, "{}")
-    console.print(f'Try: [bold]editkit predict toy "{template}" --subject "{first.fact.subject}"[/]', highlight=False)
+    console.print(
+        f'Try: [bold]editkit predict toy "{escape(template)}" --subject "{escape(first.fact.subject)}"[/]',
+        highlight=False,
+        markup=True,
+    )
 
 
-def _mark(ok: bool) -> str:
-    return "[green]✓[/]" if ok else "[red]✗[/]"
+def _mark(ok: bool) -> Text:
+    return Text("✓", style="green") if ok else Text("✗", style="red")
 
 
 @app.command("eval")
@@ -574,8 +588,9 @@ def _demo_features_step(model, tok, adapter, belief, world, top: int = 5) -> Non
     obj = belief.fact.object
     alt = next(o for o in world.relations[belief.fact.relation_id]["objects"] if o != obj)
     console.print(
-        f"[bold]Which SAE features carry it?[/] {sae.cfg.hook_name}, {sae.cfg.d_sae} features, "
-        f"logit({obj}) − logit({alt})"
+        f"[bold]Which SAE features carry it?[/] {escape(sae.cfg.hook_name)}, {sae.cfg.d_sae} features, "
+        f"logit({escape(obj)}) − logit({escape(alt)})",
+        markup=True,
     )
     r = attribute_features(model, tok, adapter, sae, belief.prompt, obj, alt, belief.fact.subject, top=top)
     table = Table()
@@ -597,11 +612,13 @@ def _demo_edit_step(model, tok, adapter, belief, world, out: Path) -> None:
     """Demo step 3: a ROME edit of the traced fact, its before/after table, and the checkpoint reloaded."""
     from editkit.edit.run import demo_edit
 
-    console.print(f"[bold]3. Change it.[/] ROME rewrites {belief.prompt!r} (shipped toy hparams)")
+    console.print(
+        f"[bold]3. Change it.[/] ROME rewrites {escape(repr(belief.prompt))} (shipped toy hparams)", markup=True
+    )
     data = demo_edit(model, tok, adapter, belief.prompt, belief.fact.subject, belief.fact.object, world, out)
     console.print(_edit_table({"method": "rome", "mode": "single edit", **data}))
     if not data["request"].target_new.startswith(data["after"][0]["top"].strip() or "\0"):
-        console.print("[yellow]not flipped:[/] the new target is not the top prediction after the edit")
+        console.print("[yellow]not flipped:[/] the new target is not the top prediction after the edit", markup=True)
     console.print(
         f"checkpoint: {data['checkpoint']} (plain transformers, fresh interpreter, predicts "
         f"{data['reloaded_top1']!r}; target {data['request'].target_new!r}); the demo's model is reverted\n"
@@ -740,7 +757,7 @@ def stats(
     data = run_stats(model, ids, corpus, tokens, cache_dir, device, progress=not json_out)
     if json_out:
         return _print_json(data)
-    table = Table(title=f"C = E\\[kkᵀ] of {model} over {tokens:,} tokens of {corpus}")
+    table = Table(title=f"C = E[kkᵀ] of {model} over {tokens:,} tokens of {corpus}")
     for col in ("layer", "dim", "trace", "cache file"):
         table.add_column(col)
     for layer, row in data["layers"].items():
@@ -910,9 +927,13 @@ def steer(
     data = run_steer(model, sae_dir, prompt, feature, clamp, add, max_new_tokens, device)
     if json_out:
         return _print_json(data)
-    console.print(f"[bold]prompt:[/]   {data['prompt']}", highlight=False)
-    console.print(f"[bold]baseline:[/] {data['baseline']}", highlight=False)
-    console.print(f"[bold]steered:[/]  {data['steered']}  ({data['mode']} {data['value']:.3g})", highlight=False)
+    console.print(f"[bold]prompt:[/]   {escape(data['prompt'])}", highlight=False, markup=True)
+    console.print(f"[bold]baseline:[/] {escape(data['baseline'])}", highlight=False, markup=True)
+    console.print(
+        f"[bold]steered:[/]  {escape(data['steered'])}  ({data['mode']} {data['value']:.3g})",
+        highlight=False,
+        markup=True,
+    )
 
 
 @app.command()
@@ -959,13 +980,19 @@ def _demo_eval_step(bundle, out: Path, n: int = 20) -> None:
     from editkit.evaluate import compare_methods, load_dataset, merge_runs, render
     from editkit.models import toy_dir
 
-    console.print(f"[bold]4. How good is the edit?[/] Unedited vs ROME on {n} CounterFact records of the toy world")
+    console.print(
+        f"[bold]4. How good is the edit?[/] Unedited vs ROME on {n} CounterFact records of the toy world", markup=True
+    )
     records = load_dataset("toy", toy_dir() / "counterfact.json", limit=n)
     shutil.rmtree(out / "eval", ignore_errors=True)  # a fresh run each time, not a resume
     with console.status(f"editing and scoring {n} records", spinner="dots"):
         dirs = compare_methods(bundle, records, ["none", "rome"], out / "eval", generation=False)
     console.print(render(merge_runs(dirs), "rich"))
-    console.print(f"cases: {out / 'eval'}; a bigger run: [bold]editkit eval toy --method rome --limit 200 --out r[/]\n")
+    console.print(
+        f"cases: {escape(str(out / 'eval'))}; a bigger run: "
+        "[bold]editkit eval toy --method rome --limit 200 --out r[/]\n",
+        markup=True,
+    )
 
 
 @features_app.command("show")
@@ -985,22 +1012,23 @@ def features_show(
 
     Example: [bold]editkit features show toy data/toy/sae-blocks.3.hook_resid_post 12 --html feature12.html[/]
     """
-    from rich.markup import escape
-
     from editkit.features.run import run_show
 
     data = run_show(model, sae_dir, feature, corpus, texts, top, html, device)
     if json_out:
         return _print_json(data)
-    console.print(f"[bold]feature {feature}[/] at {data['hook_name']}: active on {data['density']:.2%} of tokens")
+    console.print(
+        f"[bold]feature {feature}[/] at {escape(data['hook_name'])}: active on {data['density']:.2%} of tokens",
+        markup=True,
+    )
     for c in data["contexts"]:
         text = "".join(
             f"[bold reverse]{escape(t)}[/]" if i == c["position"] else escape(t) for i, t in enumerate(c["tokens"])
         )
-        console.print(f"{c['activation']:8.2f}  {text}", highlight=False)
+        console.print(f"{c['activation']:8.2f}  {text}", highlight=False, markup=True)
     lens = lambda items: ", ".join(f"{t!r} {v:+.2f}" for t, v in items)  # noqa: E731
-    console.print(f"[bold]promotes:[/]   {escape(lens(data['promoted']))}", highlight=False)
-    console.print(f"[bold]suppresses:[/] {escape(lens(data['suppressed']))}", highlight=False)
+    console.print(f"[bold]promotes:[/]   {escape(lens(data['promoted']))}", highlight=False, markup=True)
+    console.print(f"[bold]suppresses:[/] {escape(lens(data['suppressed']))}", highlight=False, markup=True)
     if html is not None:
         console.print(f"wrote {html}")
 

@@ -129,7 +129,7 @@ def test_shipped_hparams_carry_the_papers_constants():
         (["v_lr"], "is not key=value"),
         (["learning_rate=1"], "unknown rome hyper-parameter 'learning_rate'"),
         (["v_lr=fast"], "v_lr='fast' should be of type float"),
-        (["layers=[]"], "layers is empty"),
+        (["layers=[]"], r"layers=\[\] is empty"),
     ],
 )
 def test_bad_hparams_are_clear_errors(overrides, message):

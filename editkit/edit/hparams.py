@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,12 +14,22 @@ from editkit.errors import EditkitError
 HPARAMS_DIR = Path(__file__).resolve().parents[1] / "hparams"
 
 
+def bounded(default, *, ge: float | None = None, gt: float | None = None):
+    """A field with a lower bound (`ge`: at least, `gt`: above), checked by `validate`; a list default is
+    copied per instance."""
+    meta = {"ge": ge, "gt": gt}
+    if isinstance(default, list):
+        return field(default_factory=lambda: [list(x) if isinstance(x, list) else x for x in default], metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class EditHParams:
     """What every method has: the layers whose MLP output projections it writes, and a seed."""
 
+    #: distinct; -1 is the last layer (checked against the model when editing)
     layers: list[int] = field(default_factory=lambda: [0])
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
 
 
 @dataclass
@@ -26,29 +37,30 @@ class StatsHParams(EditHParams):
     """Where the second-moment statistics C = E[k kᵀ] come from: a corpus and a token budget."""
 
     mom2_corpus: str = "toy"
-    mom2_n_tokens: int = 100_000
+    mom2_n_tokens: int = bounded(100_000, ge=1)
 
 
 @dataclass
 class TargetHParams(StatsHParams):
     """Finding the target value v* (ROME §3.1 step 2, MEMIT's z): optimise δ at the last subject token."""
 
-    v_num_grad_steps: int = 20
-    v_lr: float = 0.5
-    v_weight_decay: float = 0.5
-    kl_factor: float = 0.0625
-    clamp_norm_factor: float = 4.0
-    #: (length in tokens, count) of the generated context prefixes; the bare prompt is always added.
-    context_templates: list[list[int]] = field(default_factory=lambda: [[5, 10], [10, 10]])
+    #: loss evaluations; the last one only measures, so 2 is one Adam step
+    v_num_grad_steps: int = bounded(20, ge=2)
+    v_lr: float = bounded(0.5, gt=0)
+    v_weight_decay: float = bounded(0.5, ge=0)
+    kl_factor: float = bounded(0.0625, ge=0)
+    clamp_norm_factor: float = bounded(4.0, gt=0)
+    #: (length in tokens, count) of the generated context prefixes, each >= 1; the bare prompt is always added.
+    context_templates: list[list[int]] = bounded([[5, 10], [10, 10]], ge=1)
 
 
 @dataclass
 class FTHParams(EditHParams):
     """Fine-tuning the MLP output weights of `layers` on the requests; FT-L clamps the change to ±norm_constraint."""
 
-    num_steps: int = 25
-    lr: float = 5e-4
-    norm_constraint: float | None = None
+    num_steps: int = bounded(25, ge=1)
+    lr: float = bounded(5e-4, gt=0)
+    norm_constraint: float | None = bounded(None, gt=0)
 
 
 @dataclass
@@ -63,15 +75,15 @@ class ROMEHParams(TargetHParams):
 class SpreadHParams(TargetHParams):
     """Shared by MEMIT and AlphaEdit: z at the last of `layers`, the residual spread over all of them."""
 
-    clamp_norm_factor: float = 0.75
-    context_templates: list[list[int]] = field(default_factory=lambda: [[10, 5]])
+    clamp_norm_factor: float = bounded(0.75, gt=0)
+    context_templates: list[list[int]] = bounded([[10, 5]], ge=1)
 
 
 @dataclass
 class MEMITHParams(SpreadHParams):
     """MEMIT (Meng et al. 2023): λ = mom2_update_weight weighs the preserved keys' covariance."""
 
-    mom2_update_weight: float = 15000.0
+    mom2_update_weight: float = bounded(15000.0, gt=0)
 
 
 @dataclass
@@ -79,8 +91,8 @@ class AlphaEditHParams(SpreadHParams):
     """AlphaEdit (Fang et al. 2025): the update projected onto the null space of C (eigenvalues below
     nullspace_threshold), with ridge L2 instead of λC."""
 
-    nullspace_threshold: float = 2e-2
-    L2: float = 10.0
+    nullspace_threshold: float = bounded(2e-2, gt=0)
+    L2: float = bounded(10.0, gt=0)
 
 
 HPARAM_CLASSES: dict[str, type] = {
@@ -152,8 +164,15 @@ def parse_override(text: str) -> tuple[str, object]:
 
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise EditkitError(f"--set {text!r} is not key=value; write e.g. --set v_lr=0.1")
-    parsed = yaml.safe_load(value)
+        raise EditkitError(f"--set {text!r} (command line) is not key=value; write e.g. --set v_lr=0.1")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or "not valid YAML"
+        raise EditkitError(
+            f"--set {text!r} (command line): the value of {key.strip()} is not valid YAML ({problem}); "
+            "write e.g. --set layers=[1,2] or --set v_lr=0.1"
+        ) from None
     if isinstance(parsed, str):  # YAML 1.1 reads '5e-3' (no dot) as a string
         try:
             parsed = float(parsed)
@@ -162,45 +181,80 @@ def parse_override(text: str) -> tuple[str, object]:
     return key.strip(), parsed
 
 
-def build(method: str, values: dict, source: str = "hparams"):
-    """The method's dataclass from a mapping; unknown keys and wrong types are clear errors."""
+def build(method: str, values: dict, source: str | dict[str, str] = "hparams"):
+    """The method's dataclass from a mapping; unknown keys, wrong types and values out of range are clear
+    errors naming the field and where its value came from (`source`: one name, or one per key)."""
     check_method(method)
     if method == "r-rome":
         values = {"original_key": False, **values}
+    origin = (lambda k: source.get(k, "hparams")) if isinstance(source, dict) else (lambda k: source)
     cls = HPARAM_CLASSES[method]
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise EditkitError(f"{source}: unknown {method} hyper-parameter {unknown[0]!r}; known: {', '.join(fields)}")
+        raise EditkitError(
+            f"{origin(unknown[0])}: unknown {method} hyper-parameter {unknown[0]!r}; known: {', '.join(fields)}"
+        )
     hp = cls(**values)
     for name, f in fields.items():
-        _check_type(getattr(hp, name), f.type, name, source)
-    if not hp.layers:
-        raise EditkitError(f"{source}: layers is empty; give at least one layer, e.g. layers=[3]")
+        problem = check_value(getattr(hp, name), f)
+        if problem:
+            raise EditkitError(f"{origin(name)}: {name}={getattr(hp, name)!r} {problem}")
     return hp
 
 
-def _check_type(value, annotation: str, name: str, source: str) -> None:
-    ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, int | float) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
-        "float | None": value is None or (isinstance(value, int | float) and not isinstance(value, bool)),
-        "list[int]": isinstance(value, list) and all(isinstance(v, int) for v in value),
-        "list[list[int]]": isinstance(value, list) and all(isinstance(v, list) and len(v) == 2 for v in value),
-    }[annotation]
-    if not ok:
-        raise EditkitError(f"{source}: {name}={value!r} should be of type {annotation}")
+def check_value(value, f: dataclasses.Field) -> str | None:
+    """What is wrong with `value` for field `f` (its type, its bound, or a rule of its own), or None."""
+    if not _is_type(value, f.type):
+        return f"should be of type {f.type}"
+    if f.name == "layers":
+        if not value:
+            return "is empty; give at least one layer, e.g. layers=[3]"
+        if len(set(value)) < len(value):
+            return "repeats a layer; give each layer once"
+    if f.name == "context_templates" and any(len(pair) != 2 for pair in value):
+        return "should be a list of [length, count] pairs, e.g. [[5, 10], [10, 10]]"
+    numbers = value if isinstance(value, list) else [value]
+    numbers = [x for v in numbers for x in (v if isinstance(v, list) else [v]) if isinstance(x, int | float)]
+    if any(not math.isfinite(x) for x in numbers):
+        return "must be a finite number"
+    ge, gt = f.metadata.get("ge"), f.metadata.get("gt")
+    if ge is not None and any(x < ge for x in numbers):
+        return f"must be >= {ge:g}" + (
+            " (the last step only measures the loss)" if f.name == "v_num_grad_steps" else ""
+        )
+    if gt is not None and any(x <= gt for x in numbers):
+        return f"must be > {gt:g}"
+    return None
+
+
+def _is_type(value, annotation: str) -> bool:
+    """Whether `value` has the type an annotation string names ('int', 'float | None', 'list[list[int]]', ...)."""
+    for alt in (a.strip() for a in annotation.split("|")):
+        if alt.startswith("list[") and alt.endswith("]"):
+            if isinstance(value, list) and all(_is_type(v, alt[5:-1]) for v in value):
+                return True
+        elif {
+            "None": value is None,
+            "bool": isinstance(value, bool),
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, int | float) and not isinstance(value, bool),
+            "str": isinstance(value, str),
+        }.get(alt, False):
+            return True
+    return False
 
 
 def load_hparams(method: str, model: str | None = None, file: str | Path | None = None, overrides=()):
     """Hyper-parameters of `method`: from `file`, else the shipped file for `model`; then `overrides`
-    ('key=value' strings) on top."""
+    ('key=value' strings, from the command line) on top."""
     path = Path(file) if file is not None else shipped_file(method, model or "")
     values = {k: v for k, v in read_file(path).items() if k != "method"}
-    values.update(parse_override(o) for o in overrides)
-    return build(method, values, source=str(path))
+    origin = dict.fromkeys(values, str(path))
+    for text in overrides:
+        key, value = parse_override(text)
+        values[key], origin[key] = value, f"--set {text} (command line)"
+    return build(method, values, source=origin)
 
 
 def to_dict(hp) -> dict:

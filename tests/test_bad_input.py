@@ -1,0 +1,129 @@
+"""Bad input through the CLI: each case exits with its status, says what is wrong in one line on stderr,
+shows no traceback, leaves no file behind and leaves the (shared, really loaded) toy model unchanged."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import editkit.models
+from editkit.cli import app
+from editkit.evaluate.runner import model_fingerprint
+
+runner = CliRunner()
+EDIT = 'edit toy --method rome --prompt "{} plays the" --subject "Tiboth Feigar" --target-new oboe'
+
+
+@dataclass
+class Case:
+    id: str
+    args: str  # shell words; {tmp} is the case's working directory
+    message: str  # a fragment of the one error line
+    code: int = 2
+    setup: Callable[[Path], None] | None = None  # the files the command is given (not "left behind")
+
+    def __str__(self) -> str:
+        return self.id
+
+
+CASES = [
+    # --- hyper-parameters (issue 20, item 3) ---
+    Case("set-nan-lr", f"{EDIT} --set v_lr=nan", "--set v_lr=nan (command line): v_lr=nan must be a finite number"),
+    Case("set-zero-steps", f"{EDIT} --set v_num_grad_steps=0", "v_num_grad_steps=0 must be >= 2"),
+    Case("set-one-step", f"{EDIT} --set v_num_grad_steps=1", "v_num_grad_steps=1 must be >= 2"),
+    Case(
+        "set-zero-tokens",
+        f"{EDIT} --set mom2_n_tokens=0",
+        "--set mom2_n_tokens=0 (command line): mom2_n_tokens=0 must be >= 1",
+    ),
+    Case(
+        "set-bad-yaml",
+        f'{EDIT} --set "layers=[1,"',
+        "--set 'layers=[1,' (command line): the value of layers is not valid YAML",
+    ),
+    Case("set-layers-not-list", f"{EDIT} --set layers=1", "layers=1 should be of type list[int]"),
+    Case("set-layers-repeat", f"{EDIT} --set layers=[1,1]", "layers=[1, 1] repeats a layer"),
+    Case("set-layers-empty", f"{EDIT} --set layers=[]", "layers=[] is empty"),
+    Case("set-unknown", f"{EDIT} --set v_lrr=1", "--set v_lrr=1 (command line): unknown rome hyper-parameter 'v_lrr'"),
+    Case("set-not-key-value", f"{EDIT} --set v_lr", "--set 'v_lr' (command line) is not key=value"),
+    Case("set-negative-clamp", f"{EDIT} --set clamp_norm_factor=-1", "clamp_norm_factor=-1 must be > 0"),
+    Case("set-bad-prefixes", f"{EDIT} --set context_templates=[[5]]", "should be a list of [length, count] pairs"),
+    Case("set-zero-prefix-count", f"{EDIT} --set context_templates=[[5,0]]", "context_templates=[[5, 0]] must be >= 1"),
+    Case(
+        "set-ftl-constraint",
+        'edit toy --method ft-l --prompt "{} plays the" --subject "Tiboth Feigar" --target-new oboe '
+        "--set norm_constraint=x",
+        "norm_constraint='x' should be of type float | None",
+    ),
+    Case(
+        "hparams-file-range",
+        f"{EDIT} --hparams hp.yaml",
+        "hp.yaml: v_lr=0 must be > 0",
+        setup=lambda d: (d / "hp.yaml").write_text("layers: [0]\nv_lr: 0\n"),
+    ),
+    # --- user text is never read as rich markup (item 4) ---
+    Case("markup-in-prompt", 'predict toy "The [/b] of" --subject "Tiboth Feigar"', "prompt 'The [/b] of' has no {}"),
+    Case(
+        "markup-in-path",
+        'eval toy --method none --data "runs/[red]x.json" --out E',
+        "dataset file runs/[red]x.json does not exist",
+    ),
+]
+
+
+@pytest.fixture
+def shared_toy(monkeypatch, toy):
+    """`load_model("toy")` returns the session's toy model (the real one, loaded once) for the CLI."""
+    real = editkit.models.load_model
+    monkeypatch.setattr(
+        editkit.models, "load_model", lambda name, *a, **kw: toy if name == "toy" else real(name, *a, **kw)
+    )
+    return toy
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_bad_input_is_one_line_and_leaves_nothing(case: Case, tmp_path, monkeypatch, shared_toy):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path / "cache"))
+    if case.setup:
+        case.setup(tmp_path)
+    given, weights = _files(tmp_path), model_fingerprint(shared_toy.model)
+    res = runner.invoke(app, shlex.split(case.args.replace("{tmp}", str(tmp_path))))
+    assert res.exit_code == case.code, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert "Traceback" not in res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert case.message in lines[0]
+    assert _files(tmp_path) == given, "files were left behind"
+    assert model_fingerprint(shared_toy.model) == weights, "the model was changed"
+
+
+def test_user_text_prints_as_written(shared_toy):
+    """A prompt with rich markup in it is the table's title, brackets and all."""
+    res = runner.invoke(app, ["predict", "toy", "The [bold]x[/bold] of {}", "--subject", "Tiboth Feigar"])
+    assert res.exit_code == 0, res.output
+    assert "The [bold]x[/bold] of" in res.output
+
+
+def test_optional_fields_of_any_type_are_checked_not_keyerror():
+    """`X | None` annotations other than `float | None` were a bare KeyError in the type check."""
+    from dataclasses import field, fields, make_dataclass
+
+    from editkit.edit.hparams import check_value
+
+    cls = make_dataclass("H", [("steps", "int | None", field(default=None, metadata={"ge": 1}))])
+    (f,) = fields(cls)
+    assert check_value(None, f) is None and check_value(3, f) is None
+    assert check_value("3", f) == "should be of type int | None"
+    assert check_value(0, f) == "must be >= 1"
+    assert check_value(2.5, f) == "should be of type int | None"
