@@ -176,3 +176,24 @@ def test_distinct_subjects_keeps_each_subjects_first_record():
     got = D.load_dataset("toy", path, limit=5, distinct_subjects=True)
     assert [r.case_id for r in got] == first[:5]
     assert len({r.request().subject for r in got}) == 5 and first[:2] == [0, 4]  # four facts per toy subject
+
+
+def test_keep_filter_sees_only_the_records_the_slice_needs():
+    from editkit.models import toy_dir
+
+    path = toy_dir() / "counterfact.json"
+    seen = []
+
+    def every_third(records):
+        seen.extend(r.case_id for r in records)
+        return [r.case_id % 3 == 0 for r in records]
+
+    everything = D.load_dataset("toy", path)
+    got = D.load_dataset("toy", path, limit=5, offset=2, keep=every_third)
+    assert [r.case_id for r in got] == [r.case_id for r in everything if r.case_id % 3 == 0][2:7]
+    assert len(seen) == 256 < len(everything)  # one chunk was enough
+    seen.clear()
+    distinct = D.load_dataset("toy", path, limit=100, keep=every_third, distinct_subjects=True)
+    wanted = D.first_per_subject([r for r in everything if r.case_id % 3 == 0])[:100]
+    assert [r.case_id for r in distinct] == [r.case_id for r in wanted] and len(seen) < len(everything)
+    assert len(D.load_dataset("toy", path, keep=every_third)) == len(everything[::3])

@@ -366,17 +366,29 @@ def load_dataset(
     except json.JSONDecodeError as e:
         raise EditkitError(f"{file} is not valid JSON ({e}); pass the dataset's JSON file") from e
     records = parse_records(raw, kind, str(file))
-    if keep is not None:
-        records = [r for r, k in zip(records, keep(records), strict=True) if k]
-    if distinct_subjects:
-        records = first_per_subject(records)
     if offset < 0 or (limit is not None and limit < 1) or (sample is not None and sample < 1):
         raise EditkitError("offset must be >= 0 and limit/sample >= 1")
+    if keep is not None:
+        records = _kept(records, keep, None if limit is None else offset + limit, distinct_subjects)
+    if distinct_subjects:
+        records = first_per_subject(records)
     records = records[offset : offset + limit if limit is not None else None]
     if sample is not None and sample < len(records):
         keep = sorted(random.Random(seed).sample(range(len(records)), sample))
         records = [records[i] for i in keep]
     return records
+
+
+def _kept(records: list[Record], keep, needed: int | None, distinct: bool, chunk: int = 256) -> list[Record]:
+    """The records `keep` flags, in order; `keep` (costly: it runs the model) sees only as many records, in
+    chunks, as it takes to have `needed` of them (distinct subjects when `distinct`)."""
+    out: list[Record] = []
+    for i in range(0, len(records), chunk):
+        part = records[i : i + chunk]
+        out += [r for r, k in zip(part, keep(part), strict=True) if k]
+        if needed is not None and len(first_per_subject(out) if distinct else out) >= needed:
+            break
+    return out
 
 
 def first_per_subject(records: list[Record]) -> list[Record]:

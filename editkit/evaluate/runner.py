@@ -274,8 +274,11 @@ class _Progress:
         self.bar.update(self.task, completed=self.n, description=means)
 
 
-def make_editor(method: str, bundle, hparams_file: str | None, model_name: str, sequential: bool):
-    """(editor, resolved hyper-parameters) for `method` on the loaded `bundle`; `none` edits nothing.
+def make_editor(
+    method: str, bundle, hparams_file: str | None, model_name: str, sequential: bool, overrides: Sequence[str] = ()
+):
+    """(editor, resolved hyper-parameters) for `method` on the loaded `bundle` (`overrides`: 'key=value'
+    strings on top of the file); `none` edits nothing.
 
     In sequential mode each call builds on the previous call's EditResult (AlphaEdit protects the keys of
     earlier edits through it), so the run reverts that one accumulated result at the end."""
@@ -290,7 +293,7 @@ def make_editor(method: str, bundle, hparams_file: str | None, model_name: str, 
     if method not in METHODS:
         raise EditkitError(f"unknown method {method!r}; use none or one of {', '.join(METHODS)}")
     model, tok, adapter = bundle
-    hp = load_hparams(method, model_name, hparams_file)
+    hp = load_hparams(method, model_name, hparams_file, overrides)
     stats = Stats(model, tok, adapter, hp.mom2_corpus, hp.mom2_n_tokens) if needs_stats(method, hp) else None
     history = []
 
