@@ -13,7 +13,13 @@ from typer.testing import CliRunner
 
 import editkit.models
 from editkit.cli import app
+from editkit.edit import Stats, edit
+from editkit.errors import EditkitError
 from editkit.evaluate.runner import model_fingerprint
+from editkit.models import adapter_for
+from editkit.requests import EditRequest
+from tests.conftest import tiny_model
+from tests.edit_fixtures import TINY_REQUEST, tiny_corpus, tiny_hparams, word_tokenizer
 
 runner = CliRunner()
 EDIT = 'edit toy --method rome --prompt "{} plays the" --subject "Tiboth Feigar" --target-new oboe'
@@ -66,6 +72,15 @@ CASES = [
         "hp.yaml: v_lr=0 must be > 0",
         setup=lambda d: (d / "hp.yaml").write_text("layers: [0]\nv_lr: 0\n"),
     ),
+    # --- layers outside -L..L-1 are an error, never wrapped (item 2) ---
+    Case("set-layer-99", f"{EDIT} --set layers=[99]", "layer 99 out of range: the model has 6 layers"),
+    Case("set-layer-minus-7", f"{EDIT} --set layers=[-7]", "layer -7 out of range"),
+    Case(
+        "set-layer-twice",
+        EDIT.replace("rome", "memit") + " --set layers=[0,-6]",
+        "layers [0, -6] name one layer twice",
+    ),
+    Case("stats-layer-99", "stats toy --layers 99 --tokens 100", "layer 99 out of range"),
     # --- user text is never read as rich markup (item 4) ---
     Case("markup-in-prompt", 'predict toy "The [/b] of" --subject "Tiboth Feigar"', "prompt 'The [/b] of' has no {}"),
     Case(
@@ -127,3 +142,23 @@ def test_optional_fields_of_any_type_are_checked_not_keyerror():
     assert check_value("3", f) == "should be of type int | None"
     assert check_value(0, f) == "must be >= 1"
     assert check_value(2.5, f) == "should be of type int | None"
+
+
+@pytest.mark.parametrize("method", ["rome", "memit"])
+def test_layers_count_from_the_end_and_never_wrap(method, tmp_path):
+    model, tok = tiny_model("gpt2"), word_tokenizer()
+    adapter, corpus = adapter_for(model), tiny_corpus(tmp_path / "corpus.txt")
+    stats = Stats(model, tok, adapter, corpus, 3000, cache_dir=tmp_path)
+    hp = tiny_hparams(method, corpus)
+    hp.layers = [-1]
+    result = edit(model, tok, adapter, [EditRequest(**TINY_REQUEST)], method, hp, stats)
+    assert result.modules == [adapter.name("mlp_out", 1)]
+    result.revert(model)
+    weights = model_fingerprint(model)
+    for layers, message in (([2], "layer 2 out of range"), ([-3], "layer -3 out of range"), ([1, -1], "twice")):
+        hp.layers = layers
+        with pytest.raises(EditkitError, match=message):
+            edit(model, tok, adapter, [EditRequest(**TINY_REQUEST)], method, hp, stats)
+        assert model_fingerprint(model) == weights
+    with pytest.raises(EditkitError, match="layer 2 out of range"):
+        stats.C(2)

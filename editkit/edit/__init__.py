@@ -47,6 +47,7 @@ def edit(
     if mode not in MODES:
         raise EditkitError(f"unknown mode {mode!r}; use 'batch' or 'sequential'")
     check_requests(tokenizer, requests)
+    check_layers(adapter, hparams.layers)
     fn = METHODS[method]
     if mode == "batch":
         return fn(model, tokenizer, adapter, requests, hparams, stats)
@@ -56,9 +57,18 @@ def edit(
     return result
 
 
+def check_layers(adapter, layers: list[int]) -> list[int]:
+    """`layers` as indices into the model (negative ones from the end); out of range or one layer named
+    twice (as 5 and -1) is an error."""
+    indices = [adapter.layer(i) for i in layers]
+    if len(set(indices)) < len(indices):
+        raise EditkitError(f"layers {layers} name one layer twice (the model has {adapter.n_layers}); give each once")
+    return indices
+
+
 def needs_stats(method: str, hparams) -> bool:
     """Whether `method` uses the second-moment statistics C."""
     return method in ("memit", "alphaedit") or (method in ("rome", "r-rome") and hparams.mom2_adjustment)
 
 
-__all__ = ["METHODS", "MODES", "Delta", "EditResult", "Stats", "edit", "load_hparams", "needs_stats"]
+__all__ = ["METHODS", "MODES", "Delta", "EditResult", "Stats", "check_layers", "edit", "load_hparams", "needs_stats"]

@@ -31,7 +31,7 @@ def spread(model, tokenizer, adapter, requests: list[EditRequest], hp, result: E
     prefixes = context_prefixes(model, tokenizer, hp.context_templates, hp.seed)
     weights = group_weights(hp.context_templates)
     z = targets(model, tokenizer, adapter, requests, hp, prefixes).double()
-    layers = [i % adapter.n_layers for i in hp.layers]
+    layers = [adapter.layer(i) for i in hp.layers]
     z_module = adapter.name("block", layers[-1])
     texts, subjects = [r.text for r in requests], [r.subject for r in requests]
     for i, layer in enumerate(layers):

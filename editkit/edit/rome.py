@@ -19,7 +19,7 @@ def apply_rome(
     """Edit each request in turn (each on the model the previous one left), one rank-one update each."""
     result = history or EditResult("rome" if hp.original_key else "r-rome", to_dict(hp))
     prefixes = context_prefixes(model, tokenizer, hp.context_templates, hp.seed)
-    layer = hp.layers[0] % adapter.n_layers
+    layer = adapter.layer(hp.layers[0])
     for request in requests:
         result.push(model, rome_delta(model, tokenizer, adapter, request, hp, stats, layer, prefixes))
         result.requests.append(request)

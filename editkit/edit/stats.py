@@ -174,14 +174,14 @@ class Stats:
         self._corpus: tuple[str, Callable[[], Iterator[str]]] | None = None
 
     def C(self, layer: int) -> torch.Tensor:
-        layer %= self.adapter.n_layers
+        layer = self.adapter.layer(layer)
         if layer not in self._memo:
             self.compute([layer])
         return self._memo[layer]
 
     def eig(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Eigenvalues (ascending) and eigenvectors of C (float64, memoised)."""
-        layer %= self.adapter.n_layers
+        layer = self.adapter.layer(layer)
         if layer not in self._eig:
             self._eig[layer] = torch.linalg.eigh(self.C(layer))
         return self._eig[layer]
@@ -196,7 +196,7 @@ class Stats:
 
     def projector(self, layer: int, threshold: float) -> torch.Tensor:
         """AlphaEdit's P = U Uᵀ over the eigenvectors of C with eigenvalue < threshold (float64, memoised)."""
-        key = (layer % self.adapter.n_layers, threshold)
+        key = (self.adapter.layer(layer), threshold)
         if key not in self._projectors:
             eigvals, U = self.eig(layer)
             U = U[:, eigvals < threshold]
@@ -226,9 +226,9 @@ class Stats:
 
     def compute(self, layers: list[int]) -> dict[int, torch.Tensor]:
         """C for each of `layers`: read complete caches, resume partial ones, compute the rest in one pass."""
-        layers = sorted({i % self.adapter.n_layers for i in layers} - set(self._memo))
+        layers = sorted({self.adapter.layer(i) for i in layers})
         todo = {}
-        for layer in layers:
+        for layer in (i for i in layers if i not in self._memo):
             key = self.key(layer)
             state = self._load(layer, key)
             if state is not None and state[1]["complete"]:
@@ -237,7 +237,7 @@ class Stats:
                 todo[layer] = (key, state)
         if todo:
             self._accumulate(todo)
-        return {i: self._memo[i % self.adapter.n_layers] for i in layers}
+        return {i: self._memo[i] for i in layers}
 
     def _load(self, layer: int, key: dict):
         path = self.path(key)

@@ -286,7 +286,7 @@ def make_editor(
         if hparams_file is not None:
             raise EditkitError("--hparams needs an edit method; drop it or pass --method rome (or memit, ...)")
         return no_editor, {}
-    from editkit.edit import METHODS, Stats, load_hparams, needs_stats
+    from editkit.edit import METHODS, Stats, check_layers, load_hparams, needs_stats
     from editkit.edit.common import check_requests
     from editkit.edit.hparams import to_dict
 
@@ -294,6 +294,7 @@ def make_editor(
         raise EditkitError(f"unknown method {method!r}; use none or one of {', '.join(METHODS)}")
     model, tok, adapter = bundle
     hp = load_hparams(method, model_name, hparams_file, overrides)
+    check_layers(adapter, hp.layers)
     stats = Stats(model, tok, adapter, hp.mom2_corpus, hp.mom2_n_tokens) if needs_stats(method, hp) else None
     history = []
 

@@ -49,10 +49,8 @@ def writer_module(adapter, writer: str, layer: int) -> str:
     """The output projection through which `writer` ('mlp' or 'attn') at `layer` writes to the residual stream."""
     if writer not in WRITERS:
         raise EditkitError(f"unknown writer {writer!r}; use one of {', '.join(WRITERS)}")
-    adapter.name("block", layer)  # range check
-    return (
-        adapter.name("mlp_out", layer) if writer == "mlp" else ATTN_OUT[adapter.family].format(layer % adapter.n_layers)
-    )
+    layer = adapter.layer(layer)
+    return adapter.name("mlp_out", layer) if writer == "mlp" else ATTN_OUT[adapter.family].format(layer)
 
 
 @torch.no_grad()

@@ -36,15 +36,21 @@ class Adapter:
     n_layers: int
     hidden_size: int
 
+    def layer(self, layer: int) -> int:
+        """`layer` as an index 0..n_layers-1; negative layers count from the end (-1 is the last), anything
+        outside -n_layers..n_layers-1 is an error (never wrapped)."""
+        if not -self.n_layers <= layer < self.n_layers:
+            raise EditkitError(
+                f"layer {layer} out of range: the model has {self.n_layers} layers "
+                f"(0..{self.n_layers - 1}, or -{self.n_layers}..-1 from the end)"
+            )
+        return layer % self.n_layers
+
     def name(self, kind: str, layer: int) -> str:
         """Module name of `kind` ('block', 'attn', 'mlp', 'mlp_in', 'mlp_out') at `layer`."""
         if kind not in BLOCK_KINDS:
             raise EditkitError(f"unknown module kind {kind!r}; use one of {', '.join(BLOCK_KINDS)}")
-        if not -self.n_layers <= layer < self.n_layers:
-            raise EditkitError(
-                f"layer {layer} out of range: the model has {self.n_layers} layers (0..{self.n_layers - 1})"
-            )
-        layer %= self.n_layers
+        layer = self.layer(layer)
         return f"{self.blocks}.{layer}" if kind == "block" else getattr(self, kind).format(layer)
 
     def names(self, kind: str, layers: list[int] | None = None) -> list[str]:
