@@ -37,6 +37,26 @@ class Case:
         return self.id
 
 
+def _nan_toy(d: Path, hparams: str, method: str = "rome") -> None:
+    """`d/nan-toy`: the toy model with one NaN in block 0's MLP input weight (a damaged checkpoint), and
+    `d/hp.yaml`: the shipped toy hparams of `method` plus `hparams`."""
+    import torch
+
+    from editkit.edit.hparams import shipped_file
+
+    model, tok, _ = editkit.models.load_model("toy")
+    w = model.transformer.h[0].mlp.c_fc.weight
+    keep = w[0, 0].item()
+    with torch.no_grad():
+        w[0, 0] = float("nan")
+        try:
+            model.save_pretrained(d / "nan-toy")
+        finally:
+            w[0, 0] = keep
+    tok.save_pretrained(d / "nan-toy")
+    (d / "hp.yaml").write_text(shipped_file(method, "toy").read_text() + hparams + "\n")
+
+
 CASES = [
     # --- hyper-parameters (issue 20, item 3) ---
     Case("set-nan-lr", f"{EDIT} --set v_lr=nan", "--set v_lr=nan (command line): v_lr=nan must be a finite number"),
@@ -81,6 +101,27 @@ CASES = [
         "layers [0, -6] name one layer twice",
     ),
     Case("stats-layer-99", "stats toy --layers 99 --tokens 100", "layer 99 out of range"),
+    # --- no edit applied, saved or reported when anything it computes is not finite (item 1) ---
+    Case(
+        "nan-model-rome",
+        'edit nan-toy --method rome --prompt "{} plays the" --subject "Tiboth Feigar" --target-new oboe '
+        "--hparams hp.yaml --out ed --save-checkpoint ck",
+        "the model's logits are not finite",
+        setup=lambda d: _nan_toy(d, "mom2_n_tokens: 2000"),
+    ),
+    Case(
+        "nan-model-stats",
+        "stats nan-toy --layers 0 --tokens 500",
+        "the keys at transformer.h.0.mlp.c_proj are not finite (NaN or Inf) on the corpus",
+        setup=lambda d: _nan_toy(d, ""),
+    ),
+    Case(
+        "nan-model-ft",
+        'edit nan-toy --method ft --prompt "{} plays the" --subject "Tiboth Feigar" --target-new oboe '
+        "--hparams hp.yaml --out ed --save-checkpoint ck",
+        "ft computed a non-finite ΔW (NaN or Inf) for transformer.h.0.mlp.c_proj; no edit was applied",
+        setup=lambda d: _nan_toy(d, "num_steps: 2", method="ft"),
+    ),
     # --- user text is never read as rich markup (item 4) ---
     Case("markup-in-prompt", 'predict toy "The [/b] of" --subject "Tiboth Feigar"', "prompt 'The [/b] of' has no {}"),
     Case(
@@ -162,3 +203,64 @@ def test_layers_count_from_the_end_and_never_wrap(method, tmp_path):
         assert model_fingerprint(model) == weights
     with pytest.raises(EditkitError, match="layer 2 out of range"):
         stats.C(2)
+
+
+def test_a_non_finite_delta_is_refused_and_a_failed_edit_restores_the_model(monkeypatch, tmp_path):
+    """push() refuses NaN in ΔW, k or v*; when a method fails after writing earlier deltas, edit() puts
+    the weights back, bit for bit."""
+    import torch
+
+    from editkit.edit import METHODS, Delta, EditResult
+
+    model, tok = tiny_model("gpt2"), word_tokenizer()
+    adapter = adapter_for(model)
+    module = adapter.name("mlp_out", 0)
+    weights = model_fingerprint(model)
+    out, inp = adapter.mlp_out_weight(model, 0).shape
+    good = Delta(module, u=torch.ones(inp), v=torch.full((out,), 0.1))
+    nan_key = Delta(module, u=torch.ones(inp), v=torch.ones(out), keys=torch.full((1, inp), float("nan")))
+    with pytest.raises(EditkitError, match="non-finite key k"):
+        EditResult("rome", {}).push(model, nan_key)
+    assert model_fingerprint(model) == weights
+
+    def half_then_nan(model, tokenizer, adapter, requests, hp, stats, history=None):
+        result = EditResult("rome", {})
+        result.push(model, good)
+        result.push(model, Delta(module, dense=torch.full((out, inp), float("inf"))))
+
+    monkeypatch.setitem(METHODS, "rome", half_then_nan)
+    hp = tiny_hparams("rome", tiny_corpus(tmp_path / "corpus.txt"))
+    with pytest.raises(EditkitError, match="non-finite ΔW"):
+        edit(model, tok, adapter, [EditRequest(**TINY_REQUEST)], "rome", hp, None)
+    assert model_fingerprint(model) == weights
+
+
+def test_the_statistics_cache_checksums_every_field(tmp_path):
+    """A cache whose count (or any attribute) was changed, or whose sum is not finite, is never used."""
+    import h5py
+    import numpy as np
+    import torch
+
+    from editkit.edit.stats import _checksum, read_cache
+
+    model, tok = tiny_model("gpt2"), word_tokenizer()
+    adapter, corpus = adapter_for(model), tiny_corpus(tmp_path / "corpus.txt")
+    stats = Stats(model, tok, adapter, corpus, 3000, cache_dir=tmp_path)
+    C = stats.C(0).clone()
+    path, key = stats.path(stats.key(0)), stats.key(0)
+    with h5py.File(path, "r+") as f:
+        f.attrs["count"] = 0  # was: trace(C) = Infinity
+    with pytest.raises(EditkitError, match="checksum mismatch"):
+        read_cache(path, key, C.shape[0])
+    logged = []
+    again = Stats(model, tok, adapter, corpus, 3000, cache_dir=tmp_path, log=logged.append)
+    assert torch.equal(again.C(0), C) and "checksum mismatch" in logged[0]
+
+    with h5py.File(path, "r+") as f:  # a NaN sum with a checksum that matches it
+        total = f["sum_kkT"][()]
+        total[0, 0] = np.nan
+        f["sum_kkT"][...] = total
+        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+        f.attrs["checksum"] = _checksum(total, attrs)
+    with pytest.raises(EditkitError, match="non-finite sum"):
+        read_cache(path, key, C.shape[0])

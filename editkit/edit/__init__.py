@@ -7,7 +7,10 @@ at a time, each on the model the previous ones left, all recorded in one EditRes
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
 
 from editkit.edit.alphaedit import apply_alphaedit
 from editkit.edit.common import check_requests
@@ -49,12 +52,29 @@ def edit(
     check_requests(tokenizer, requests)
     check_layers(adapter, hparams.layers)
     fn = METHODS[method]
-    if mode == "batch":
-        return fn(model, tokenizer, adapter, requests, hparams, stats)
-    result = None
-    for r in requests:
-        result = fn(model, tokenizer, adapter, [r], hparams, stats, history=result)
-    return result
+    with restored_on_error(model, adapter, hparams.layers):
+        if mode == "batch":
+            return fn(model, tokenizer, adapter, requests, hparams, stats)
+        result = None
+        for r in requests:
+            result = fn(model, tokenizer, adapter, [r], hparams, stats, history=result)
+        return result
+
+
+@contextmanager
+@torch.no_grad()
+def restored_on_error(model, adapter, layers: list[int]) -> Iterator[None]:
+    """Put back the MLP output weights of `layers` (all an edit writes) when the block raises, so a failed
+    edit leaves the model as it found it."""
+    from editkit.edit.result import weight
+
+    saved = {m: weight(model, m).detach().clone() for m in adapter.names("mlp_out", check_layers(adapter, layers))}
+    try:
+        yield
+    except BaseException:
+        for m, w in saved.items():
+            weight(model, m).copy_(w)
+        raise
 
 
 def check_layers(adapter, layers: list[int]) -> list[int]:
@@ -71,4 +91,15 @@ def needs_stats(method: str, hparams) -> bool:
     return method in ("memit", "alphaedit") or (method in ("rome", "r-rome") and hparams.mom2_adjustment)
 
 
-__all__ = ["METHODS", "MODES", "Delta", "EditResult", "Stats", "check_layers", "edit", "load_hparams", "needs_stats"]
+__all__ = [
+    "METHODS",
+    "MODES",
+    "Delta",
+    "EditResult",
+    "Stats",
+    "check_layers",
+    "edit",
+    "load_hparams",
+    "needs_stats",
+    "restored_on_error",
+]

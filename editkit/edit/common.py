@@ -28,6 +28,8 @@ def context_prefixes(model, tokenizer, lengths_counts: list[list[int]], seed: in
         rows = [encode(tokenizer, s) for s in starts]
         for _ in range(length):
             logits = _last_logits(model, tokenizer, rows, device)
+            if not torch.isfinite(logits).all():
+                raise EditkitError("the model's logits are not finite (NaN or Inf); check the model's weights")
             top = logits.topk(min(5, logits.shape[-1]), dim=-1)
             pick = torch.multinomial(torch.softmax(top.values.float().cpu(), -1), 1, generator=g)
             rows = [r + [int(top.indices[i, pick[i, 0]])] for i, r in enumerate(rows)]
@@ -144,6 +146,10 @@ def optimise_target(model, tokenizer, module: str, request: EditRequest, prefixe
     with torch.no_grad(), Trace(model, module) as tr:
         kl_init = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[n, look[-1]].float(), -1)
     init = tr[module].output[0, look[0]].detach().float()
+    if not torch.isfinite(init).all():
+        raise EditkitError(
+            f"the output of {module} at {request.subject!r} is not finite (NaN or Inf); check the model's weights"
+        )
     delta = torch.zeros_like(init, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=hp.v_lr)
     max_norm = hp.clamp_norm_factor * init.norm()

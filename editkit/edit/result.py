@@ -76,7 +76,15 @@ class EditResult:
         return list(self.original)
 
     def push(self, model, delta: Delta) -> None:
-        """Write `delta` into `model` and record it (keeping the module's original weight on first touch)."""
+        """Write `delta` into `model` and record it (keeping the module's original weight on first touch);
+        a delta with a NaN or infinite ΔW, key k or value v* is refused before anything is written."""
+        bad = [k for k in ("u", "v", "dense", "keys", "values") if not _finite(getattr(delta, k))]
+        if bad:
+            what = {"u": "ΔW", "v": "ΔW", "dense": "ΔW", "keys": "key k", "values": "target value v*"}[bad[0]]
+            raise EditkitError(
+                f"{self.method} computed a non-finite {what} (NaN or Inf) for {delta.module}; no edit was applied. "
+                "Check the model's weights and the hyper-parameters (e.g. a lower v_lr or lr)"
+            )
         if delta.module not in self.original:
             self.original[delta.module] = weight(model, delta.module).detach().clone().cpu()
         write(model, delta)
@@ -166,6 +174,10 @@ class EditResult:
             edited_fingerprint=info["edited_fingerprint"],
             model=info.get("model", ""),
         )
+
+
+def _finite(t: torch.Tensor | None) -> bool:
+    return t is None or bool(torch.isfinite(t).all())
 
 
 def _fingerprint(weights: dict[str, torch.Tensor]) -> str:

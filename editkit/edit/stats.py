@@ -23,7 +23,7 @@ from editkit.errors import EditkitError
 from editkit.hooks import Trace
 from editkit.io import atomic_write_bytes, cache_root
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the checksum covers every attribute, not only the sum
 
 
 def fingerprint(named: list[tuple[str, torch.Tensor]], sample: int | None = None) -> str:
@@ -99,18 +99,28 @@ def token_batches(tokenizer, texts: Iterator[str], max_len: int, batch_tokens: i
 # --- the cache file ------------------------------------------------------------------------------------
 
 
-def _checksum(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+def _checksum(a: np.ndarray, attrs: dict) -> str:
+    """sha256 over the sum's bytes and every attribute but the checksum itself."""
+    h = hashlib.sha256(np.ascontiguousarray(a).tobytes())
+    h.update(json.dumps({k: v for k, v in attrs.items() if k != "checksum"}, sort_keys=True, default=str).encode())
+    return h.hexdigest()
 
 
 def write_cache(path: Path, total: np.ndarray, attrs: dict) -> None:
-    """HDF5 file with the float64 sum of k kᵀ and its bookkeeping, written atomically."""
+    """HDF5 file with the float64 sum of k kᵀ and its bookkeeping, written atomically; a sum that is not
+    finite is refused (never cached)."""
     import h5py
 
+    if not np.isfinite(total).all():
+        raise EditkitError(
+            f"the keys at {attrs.get('module')} are not finite (NaN or Inf) on the corpus, so C = E[kkᵀ] is not; "
+            "check the model's weights (nothing was cached)"
+        )
+    attrs = {**attrs, "format": FORMAT_VERSION}
     buf = io.BytesIO()
     with h5py.File(buf, "w") as f:
         f.create_dataset("sum_kkT", data=total)
-        for k, v in {**attrs, "checksum": _checksum(total), "format": FORMAT_VERSION}.items():
+        for k, v in {**attrs, "checksum": _checksum(total, attrs)}.items():
             f.attrs[k] = v
     atomic_write_bytes(path, buf.getvalue())
 
@@ -127,13 +137,16 @@ def read_cache(path: Path, expect: dict, dim: int) -> tuple[np.ndarray, dict]:
         raise EditkitError(
             f"statistics cache {path} is corrupt (cannot read it: {e}); delete it to recompute"
         ) from None
-    for k, v in expect.items():
+    for k, v in {**expect, "format": FORMAT_VERSION}.items():
         if attrs.get(k) != v:
             raise EditkitError(f"statistics cache {path} does not match: {k} is {attrs.get(k)!r}, expected {v!r}")
     if total.shape != (dim, dim) or total.dtype != np.float64:
         raise EditkitError(f"statistics cache {path} has shape {total.shape} {total.dtype}, expected ({dim}, {dim})")
-    if attrs.get("checksum") != _checksum(total):
+    if attrs.get("checksum") != _checksum(total, attrs):
         raise EditkitError(f"statistics cache {path} is corrupt (checksum mismatch); delete it to recompute")
+    count, done = attrs.get("count"), attrs.get("texts_done")
+    if not (np.isfinite(total).all() and isinstance(count, int) and count > 0 and isinstance(done, int) and done >= 0):
+        raise EditkitError(f"statistics cache {path} holds a non-finite sum or a bad count; delete it to recompute")
     return total, attrs
 
 
@@ -284,6 +297,8 @@ class Stats:
                 if time.monotonic() - last_save > self.checkpoint_s and count < self.n_tokens:
                     self._save(todo, acc, count, texts_done, complete=False)
                     last_save = time.monotonic()
+        if count == 0:
+            raise EditkitError(f"corpus {self.corpus} gave no tokens; pass a corpus with text in it")
         if count < self.n_tokens:
             self.log(f"corpus {self.corpus} has only {count:,} tokens (asked for {self.n_tokens:,}); using them all")
         self._save(todo, acc, count, texts_done, complete=True)

@@ -286,7 +286,7 @@ def make_editor(
         if hparams_file is not None:
             raise EditkitError("--hparams needs an edit method; drop it or pass --method rome (or memit, ...)")
         return no_editor, {}
-    from editkit.edit import METHODS, Stats, check_layers, load_hparams, needs_stats
+    from editkit.edit import METHODS, Stats, check_layers, load_hparams, needs_stats, restored_on_error
     from editkit.edit.common import check_requests
     from editkit.edit.hparams import to_dict
 
@@ -300,9 +300,10 @@ def make_editor(
 
     def editor(model, tokenizer, requests: list[EditRequest]):
         check_requests(tokenizer, requests)
-        result = METHODS[method](
-            model, tokenizer, adapter, requests, hp, stats, history=history[-1] if history else None
-        )
+        with restored_on_error(model, adapter, hp.layers):
+            result = METHODS[method](
+                model, tokenizer, adapter, requests, hp, stats, history=history[-1] if history else None
+            )
         if sequential:
             history.append(result)
         return result
