@@ -738,7 +738,12 @@ def revert(
 def stats(
     model: ModelArg,
     layers: Annotated[str, typer.Option(help="Comma-separated layers, e.g. 13,14.")],
-    corpus: Annotated[str, typer.Option(help="'toy', a .txt/.jsonl file, or a datasets name[:config].")] = "toy",
+    corpus: Annotated[
+        str,
+        typer.Option(
+            help="samples:N (N texts the model writes, cached), a .txt/.jsonl file, 'toy', or a datasets name."
+        ),
+    ] = "samples:2000",
     tokens: Annotated[int, typer.Option(min=1, help="How many tokens to accumulate over.")] = 100_000,
     cache_dir: Annotated[Path | None, typer.Option(help="Cache directory (default $EDITKIT_CACHE).")] = None,
     json_out: JsonOpt = False,

@@ -191,7 +191,20 @@ def test_cli_bad_input_is_one_clear_line(tmp_path):
 
 def test_cli_stats_reports_the_cache(cache):
     res = CliRunner().invoke(
-        app, ["stats", "toy", "--layers", "1,2", "--tokens", str(N_TOKENS), "--cache-dir", str(cache), "--json"]
+        app,
+        [
+            "stats",
+            "toy",
+            "--layers",
+            "1,2",
+            "--corpus",
+            "toy",
+            "--tokens",
+            str(N_TOKENS),
+            "--cache-dir",
+            str(cache),
+            "--json",
+        ],
     )
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)

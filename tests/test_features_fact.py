@@ -186,11 +186,11 @@ def test_feature_conditioned_rank_one_edit_flips_a_fact(toy, toy_world, fact_pro
 
 
 def test_feature_inspection_contexts_and_logit_lens(toy, sae, tmp_path):
+    from editkit.corpus import open_corpus
     from editkit.features.inspect import inspect_feature, write_html
-    from editkit.features.store import read_corpus
 
     model, tok, adapter = toy
-    texts = list(read_corpus("toy"))[:150]
+    texts = list(open_corpus("toy").texts())[:150]
     hook = resolve_hook(adapter, sae.cfg.hook_name)
     feature = int((sae.encode(_hook_acts(model, tok, hook, texts[0])) > 0).sum(0).argmax())  # one that fires
     report = inspect_feature(model, tok, adapter, sae, feature, texts, n=5)

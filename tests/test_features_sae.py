@@ -12,9 +12,10 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from editkit.cli import app
+from editkit.corpus import open_corpus
 from editkit.errors import EditkitError
 from editkit.features import SAE, SAEConfig, resolve_hook
-from editkit.features.store import ActivationStore, cache_activations, read_corpus
+from editkit.features.store import ActivationStore, cache_activations
 from editkit.features.train import train_sae
 from tests.features_fixtures import TOY_HOOK, random_batches, sparse_data, toy_sae_dir
 
@@ -163,7 +164,7 @@ def test_hook_names_map_to_modules(toy):
 
 def test_activation_store_is_incremental_and_resumes(toy, tmp_path):
     model, tok, adapter = toy
-    texts = list(read_corpus("toy"))[:40]
+    texts = list(open_corpus("toy").texts())[:40]
     hook = resolve_hook(adapter, "blocks.1.hook_mlp_post")
     once = cache_activations(model, tok, adapter, hook, "toy", tmp_path / "a.h5", 400, "toy", batch_size=8)
     cache_activations(model, tok, adapter, hook, "toy", tmp_path / "b.h5", 150, "toy", batch_size=8, texts=texts)
@@ -195,7 +196,7 @@ def test_shipped_toy_sae_reconstructs_the_residual_stream(toy):
 
     model, tok, adapter = toy
     sae = SAE.load(toy_sae_dir())
-    texts = list(read_corpus("toy"))[-60:]
+    texts = list(open_corpus("toy").texts())[-60:]
     ev = evaluate_sae(model, tok, adapter, sae, texts)
     assert sae.cfg.hook_name == TOY_HOOK and ev.n_tokens > 500
     assert ev.explained_variance > 0.8 and ev.ce_loss_recovered > 0.8
@@ -228,11 +229,11 @@ def test_keep_mask_skips_padding_and_special_tokens_and_optionally_bos(tokenizer
 
 def test_unknown_corpus_gives_a_clear_error(tmp_path):
     with pytest.raises(EditkitError, match="corpus file .*missing.txt does not exist"):
-        read_corpus(str(tmp_path / "missing.txt"))
+        open_corpus(str(tmp_path / "missing.txt"))
     bad = tmp_path / "c.jsonl"
     bad.write_text('{"body": "x"}\n')
     with pytest.raises(EditkitError, match="no text field 'text'"):
-        list(read_corpus(str(bad)))
+        list(open_corpus(str(bad)).texts())
 
 
 def test_hf_corpus_without_datasets_is_a_clear_error():
@@ -241,4 +242,4 @@ def test_hf_corpus_without_datasets_is_a_clear_error():
     if importlib.util.find_spec("datasets") is not None:
         pytest.skip("datasets is installed; this checks the message shown without it")
     with pytest.raises(EditkitError, match="pip install datasets"):
-        read_corpus("wikitext")
+        open_corpus("wikitext")

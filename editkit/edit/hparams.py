@@ -36,7 +36,7 @@ class EditHParams:
 class StatsHParams(EditHParams):
     """Where the second-moment statistics C = E[k kᵀ] come from: a corpus and a token budget."""
 
-    mom2_corpus: str = "toy"
+    mom2_corpus: str = "samples:2000"  # editkit.corpus: works offline for any model
     mom2_n_tokens: int = bounded(100_000, ge=1)
 
 

@@ -138,7 +138,7 @@ def run_revert(checkpoint: str | Path, out: str | Path, device: str = "cpu") -> 
 def run_stats(
     model_name: str,
     layers: list[int],
-    corpus: str = "toy",
+    corpus: str = "samples:2000",
     n_tokens: int = 100_000,
     cache_dir=None,
     device: str = "cpu",

@@ -19,11 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from editkit.corpus import Corpus, open_corpus
 from editkit.errors import EditkitError
 from editkit.hooks import Trace
 from editkit.io import atomic_write_bytes, cache_root
 
 FORMAT_VERSION = 2  # 2: the checksum covers every attribute, not only the sum
+DEFAULT_CORPUS = "samples:2000"  # any model, offline: 2,000 texts of up to 128 tokens the model writes itself
 
 
 def fingerprint(named: list[tuple[str, torch.Tensor]], sample: int | None = None) -> str:
@@ -46,37 +48,7 @@ def key_fingerprint(model, adapter, layer: int) -> str:
     return fingerprint(named, sample=1 << 16)
 
 
-# --- corpora ---------------------------------------------------------------------------------------------
-
-
-def open_corpus(corpus: str) -> tuple[str, Callable[[], Iterator[str]]]:
-    """(identity, texts) of a corpus: 'toy', a .txt file (one text per line), a .jsonl file (field 'text'),
-    or a Hugging Face dataset 'name[:config]' (train split, field 'text') where `datasets` is installed."""
-    if corpus == "toy":
-        from editkit.models import toy_dir
-
-        return open_corpus(str(toy_dir() / "corpus.txt"))
-    path = Path(corpus).expanduser()
-    if path.is_file():
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if path.suffix == ".jsonl":
-            return f"file:{digest}", lambda: (json.loads(line)["text"] for line in path.open() if line.strip())
-        return f"file:{digest}", lambda: (line.rstrip("\n") for line in path.open() if line.strip())
-    if corpus.startswith((".", "/", "~")) or path.suffix in (".txt", ".jsonl"):
-        raise EditkitError(f"corpus file {corpus} does not exist; pass a .txt/.jsonl file, 'toy' or a dataset name")
-    try:
-        import datasets
-    except ImportError:
-        raise EditkitError(
-            f"corpus {corpus!r} is not a file and the `datasets` package is not installed; "
-            "pass a local .txt/.jsonl corpus or `pip install datasets`"
-        ) from None
-    name, _, config = corpus.partition(":")
-    try:
-        ds = datasets.load_dataset(name, config or None, split="train", streaming=True)
-    except Exception as e:  # noqa: BLE001 - network, unknown name: all one message for the user
-        raise EditkitError(f"could not open dataset {corpus!r} ({e}); pass a local corpus file instead") from None
-    return f"hf:{corpus}", lambda: (row["text"] for row in ds if row["text"].strip())
+# --- corpora: editkit.corpus ------------------------------------------------------------------------
 
 
 def token_batches(tokenizer, texts: Iterator[str], max_len: int, batch_tokens: int) -> Iterator[list[list[int]]]:
@@ -168,7 +140,7 @@ class Stats:
         model,
         tokenizer,
         adapter,
-        corpus: str = "toy",
+        corpus: str = DEFAULT_CORPUS,
         n_tokens: int = 100_000,
         cache_dir: str | Path | None = None,
         progress: bool = False,
@@ -178,13 +150,13 @@ class Stats:
     ):
         self.model, self.tokenizer, self.adapter = model, tokenizer, adapter
         self.corpus, self.n_tokens = corpus, n_tokens
-        self.root = cache_root(cache_dir) / "stats"
+        self.cache_dir, self.root = cache_dir, cache_root(cache_dir) / "stats"
         self.progress, self.log = progress, log
         self.batch_tokens, self.checkpoint_s = batch_tokens, checkpoint_s
         self._memo: dict[int, torch.Tensor] = {}
         self._projectors: dict[tuple[int, float], torch.Tensor] = {}
         self._eig: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._corpus: tuple[str, Callable[[], Iterator[str]]] | None = None
+        self._corpus: Corpus | None = None
 
     def C(self, layer: int) -> torch.Tensor:
         layer = self.adapter.layer(layer)
@@ -216,9 +188,9 @@ class Stats:
             self._projectors[key] = U @ U.T
         return self._projectors[key]
 
-    def _corpus_id(self) -> tuple[str, Callable[[], Iterator[str]]]:
+    def _open(self) -> Corpus:
         if self._corpus is None:
-            self._corpus = open_corpus(self.corpus)
+            self._corpus = open_corpus(self.corpus, self.model, self.tokenizer, cache_dir=self.cache_dir, log=self.log)
         return self._corpus
 
     def key(self, layer: int) -> dict:
@@ -226,7 +198,7 @@ class Stats:
         return {
             "fingerprint": key_fingerprint(self.model, self.adapter, layer),
             "module": self.adapter.name("mlp_out", layer),
-            "corpus": self._corpus_id()[0],
+            "corpus": self._open().identity,
             "n_tokens": int(self.n_tokens),
         }
 
@@ -277,7 +249,7 @@ class Stats:
         device = next(self.model.parameters()).device
         names = {self.adapter.name("mlp_out", i): i for i in todo}
         max_len = int(getattr(self.model.config, "max_position_embeddings", None) or 1024)
-        texts = self._corpus_id()[1]()
+        texts = self._open().texts()
         for _ in range(texts_done):
             next(texts, None)
         acc = {i: torch.from_numpy(t) for i, t in total.items()}

@@ -75,6 +75,8 @@ def generate_texts(
             attention_mask=enc["attention_mask"].to(device),
             do_sample=True,
             top_k=top_k,
+            top_p=1.0,
+            temperature=1.0,
             max_length=max(max_length, int(enc["lengths"].max()) + 1),
             pad_token_id=pad_id(tokenizer),
         )

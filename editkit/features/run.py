@@ -39,10 +39,11 @@ def run_sae_train(
     **train_kwargs,
 ) -> dict:
     """Cache activations (resumable), train an SAE, save it in SAELens format with its evaluation."""
+    from editkit.corpus import open_corpus
     from editkit.features.evaluate import evaluate_sae
     from editkit.features.hookpoints import hook_width, resolve_hook
     from editkit.features.sae import SAEConfig
-    from editkit.features.store import ActivationStore, cache_activations, read_corpus
+    from editkit.features.store import ActivationStore, cache_activations
     from editkit.features.train import train_sae
     from editkit.models import load_model
 
@@ -65,7 +66,7 @@ def run_sae_train(
     acts = ActivationStore(store)
     sae, log = train_sae(acts.batches(cfg.batch_size, cfg.seed), cfg, progress=progress)
     sae.save(out)
-    held_out = list(islice(read_corpus(corpus), int(acts.attrs["texts_done"]), None))[:eval_texts]
+    held_out = list(islice(open_corpus(corpus, m, tok).texts(), int(acts.attrs["texts_done"]), None))[:eval_texts]
     result = {"sae": str(out), "store": str(store), "tokens": acts.n_tokens, "final": log[-1]}
     if held_out:
         ev = evaluate_sae(m, tok, adapter, sae.to(m.device), held_out, cfg.context_size)
@@ -76,14 +77,14 @@ def run_sae_train(
 
 def run_sae_eval(model: str, sae_dir: Path, corpus: str, texts: int, skip: int, device: str = "cpu") -> dict:
     """Evaluate a saved SAE on `texts` texts of `corpus` after the first `skip`."""
+    from editkit.corpus import open_corpus
     from editkit.features.evaluate import evaluate_sae
     from editkit.features.sae import SAE
-    from editkit.features.store import read_corpus
     from editkit.models import load_model
 
     sae = SAE.load(sae_dir)
     m, tok, adapter = load_model(model, device=device)
-    sample = list(islice(read_corpus(corpus), skip, skip + texts))
+    sample = list(islice(open_corpus(corpus, m, tok).texts(), skip, skip + texts))
     if not sample:
         raise EditkitError(f"corpus {corpus!r} has no texts after the first {skip}; lower --skip")
     return evaluate_sae(m, tok, adapter, sae.to(m.device), sample).to_json()
@@ -129,9 +130,9 @@ def run_steer(
     device: str = "cpu",
 ) -> dict:
     """Greedy text without and with steering; `clamp` may be `<m>x`: m × the feature's max over the toy corpus."""
+    from editkit.corpus import open_corpus
     from editkit.features.sae import SAE
     from editkit.features.steering import max_activation, steer
-    from editkit.features.store import read_corpus
     from editkit.models import load_model
 
     sae = SAE.load(sae_dir)
@@ -140,7 +141,7 @@ def run_steer(
     if clamp is not None:
         try:
             if clamp.endswith("x"):
-                texts = list(islice(read_corpus(sae.cfg.dataset_path or "toy"), 2000))
+                texts = list(islice(open_corpus(sae.cfg.dataset_path or "toy", m, tok).texts(), 2000))
                 value = float(clamp[:-1]) * max_activation(m, tok, adapter, sae, feature, texts)
             else:
                 value = float(clamp)
@@ -175,15 +176,16 @@ def run_show(
     model: str, sae_dir: Path, feature: int, corpus: str, texts: int, top: int, html: Path | None, device: str = "cpu"
 ) -> dict:
     """Top-activating contexts and logit lens of one feature (and an HTML page when `html` is given)."""
+    from editkit.corpus import open_corpus
     from editkit.features.inspect import inspect_feature, write_html
     from editkit.features.sae import SAE
-    from editkit.features.store import read_corpus
     from editkit.models import load_model
 
     sae = SAE.load(sae_dir)
     sae.check_feature(feature)
     m, tok, adapter = load_model(model, device=device)
-    report = inspect_feature(m, tok, adapter, sae.to(m.device), feature, list(islice(read_corpus(corpus), texts)), top)
+    sample = list(islice(open_corpus(corpus, m, tok).texts(), texts))
+    report = inspect_feature(m, tok, adapter, sae.to(m.device), feature, sample, top)
     if html is not None:
         write_html(report, html)
     return report.to_json()

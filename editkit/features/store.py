@@ -8,7 +8,6 @@ special tokens are skipped (BOS too, unless `skip_bos=False`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -16,55 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from editkit.corpus import open_corpus
 from editkit.edit.stats import fingerprint
 from editkit.errors import EditkitError
 from editkit.features.hookpoints import HookPoint, hook_value, hook_width, trace_hook
 from editkit.tokens import pad_id
 
 DATASET = "activations"
-
-
-def read_corpus(spec: str, text_field: str = "text") -> Iterator[str]:
-    """Texts of a corpus: `toy` (the toy world's corpus), a .txt file (one text per non-empty line), a
-    .jsonl file (field `text_field`), or a Hugging Face `datasets` name (streamed, train split)."""
-    if spec == "toy":
-        from editkit.models import toy_dir
-
-        spec = str(toy_dir() / "corpus.txt")
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return _read_file(path, text_field)
-    if spec.startswith((".", "/", "~")) or path.suffix in (".txt", ".jsonl", ".json"):
-        raise EditkitError(f"corpus file {spec} does not exist; pass a .txt or .jsonl file, 'toy', or a dataset name")
-    return _read_hf(spec, text_field)
-
-
-def _read_file(path: Path, text_field: str) -> Iterator[str]:
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            if path.suffix == ".jsonl":
-                record = json.loads(line)
-                if not isinstance(record.get(text_field), str):
-                    raise EditkitError(f"{path} line {i + 1} has no text field {text_field!r}; pass --text-field")
-                yield record[text_field]
-            else:
-                yield line.rstrip("\n")
-
-
-def _read_hf(name: str, text_field: str) -> Iterator[str]:
-    try:
-        import datasets
-    except ImportError:
-        raise EditkitError(
-            f"corpus {name!r} is not a file, and reading Hugging Face datasets needs `pip install datasets`"
-        ) from None
-    try:
-        ds = datasets.load_dataset(name, split="train", streaming=True)
-    except Exception as e:  # network, unknown name: one line for the user
-        raise EditkitError(f"could not load dataset {name!r} ({str(e).splitlines()[0]}); pass a local file") from e
-    return (row[text_field] for row in ds)
 
 
 def keep_mask(ids: torch.Tensor, mask: torch.Tensor, tokenizer, skip_bos: bool) -> torch.Tensor:
@@ -131,7 +88,8 @@ def cache_activations(
         n, done = int(f.attrs["n_tokens"]), int(f.attrs["texts_done"])
         ds.resize(n, axis=0)  # drop rows of a batch interrupted before its attributes were written
         partial = n - int(f.attrs["tokens_of_done_texts"])  # rows already stored from the next batch
-        stream = islice(iter(texts if texts is not None else read_corpus(corpus)), done, None)
+        texts = texts if texts is not None else open_corpus(corpus, model, tokenizer).texts()
+        stream = islice(iter(texts), done, None)
         while n < max_tokens and not f.attrs["complete"]:
             batch = list(islice(stream, batch_size))
             if not batch:

@@ -13,7 +13,8 @@ import time
 
 import torch
 
-from editkit.edit.stats import Stats, open_corpus, token_batches
+from editkit.corpus import open_corpus
+from editkit.edit.stats import Stats, token_batches
 from editkit.models import load_model
 
 
@@ -30,7 +31,7 @@ def main() -> None:
 
     def forward() -> int:
         n = 0
-        for rows in token_batches(tok, open_corpus("toy")[1](), 1024, 8192):
+        for rows in token_batches(tok, open_corpus("toy").texts(), 1024, 8192):
             width = max(map(len, rows))
             ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
             mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
