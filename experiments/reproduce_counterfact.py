@@ -1,28 +1,37 @@
-"""Reproduce ROME's Table 4 layout on CounterFact: the unedited model, FT-L, ROME, MEMIT and AlphaEdit, each
-evaluated with `editkit eval`'s runner, then the table written to experiments/README.md with this command.
+"""Reproduce ROME's Table 4 layout on CounterFact: the unedited model, FT-L, ROME, r-ROME, MEMIT and AlphaEdit,
+each evaluated with `editkit eval`'s runner, then the table written to experiments/README.md with this command.
 
     python experiments/reproduce_counterfact.py --model toy --limit 100            # the toy world, on a CPU
+    python experiments/reproduce_counterfact.py --model smollm2-135m --dataset counterfact \\
+        --data counterfact-edit.json --limit 200 --distinct-subjects --eval known_only=true
     python experiments/reproduce_counterfact.py --model gpt2-xl --limit 2000 \\
         --dataset counterfact --device cuda                                          # the paper's setting
 
-The gpt2-xl run needs the weights, a GPU and the CounterFact download (or --data PATH); it uses the
-hyper-parameters editkit ships for gpt2-xl. Runs resume: rerun the same command after an interruption.
+FT-L, ROME and r-ROME edit each record alone (reverted after it); MEMIT edits --batch-size records in one
+batch; AlphaEdit edits the records one after another, each scored once it is in place with every earlier
+edit still there. `--eval key=value` sets any other field of the runs' EvalConfig. Runs resume: rerun the
+same command after an interruption; each run's wall time (summed over its invocations) is kept in its
+directory's wall.json and shown under the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
+import time
 from pathlib import Path
 
+from editkit.edit.hparams import parse_override
 from editkit.evaluate.runner import EvalConfig, run_named
 from editkit.evaluate.tables import merge_runs, render
 from editkit.io import atomic_write_text
 
-METHODS = ("none", "ft-l", "rome", "memit", "alphaedit")
+METHODS = ("none", "ft-l", "rome", "r-rome", "memit", "alphaedit")
+#: How each method edits the records; the rest edit one record at a time.
+MODES = {"memit": "batch", "alphaedit": "sequential"}
 README = Path(__file__).parent / "README.md"
-BEGIN, END = "<!-- reproduce_counterfact:begin -->", "<!-- reproduce_counterfact:end -->"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,8 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default=None)
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--mode", default="single", help="single for ROME/FT-L; MEMIT/AlphaEdit in batch use --mode batch")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=100, help="MEMIT: edits per batch")
+    p.add_argument("--distinct-subjects", action="store_true", help="each subject's first record only")
+    p.add_argument("--eval", action="append", default=[], help="another EvalConfig field, key=value")
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs", default="runs/reproduce_counterfact")
     p.add_argument("--no-readme", action="store_true", help="print the table only")
@@ -43,37 +53,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     dataset = args.dataset or ("toy" if args.model == "toy" else "counterfact")
-    dirs = []
+    extra = dict(parse_override(e) for e in args.eval)
+    dirs, walls = [], {}
     for method in args.methods.split(","):
         out = Path(args.runs) / f"{Path(args.model).name}-{method}"
+        mode = MODES.get(method, "single")
         config = EvalConfig(
-            model=args.model, dataset=dataset, method=method, data=args.data, limit=args.limit, mode=args.mode,
-            batch_size=args.batch_size,
+            model=args.model, dataset=dataset, method=method, data=args.data, limit=args.limit, mode=mode,
+            batch_size=args.batch_size if mode == "batch" else 1, distinct_subjects=args.distinct_subjects, **extra,
         )  # fmt: skip
-        print(f"== {method} -> {out}", flush=True)
+        print(f"== {method} ({mode}) -> {out}", flush=True)
+        t0 = time.perf_counter()
         run_named(config, out, resume=(out / "config.json").exists(), device=args.device)
+        walls[method] = add_wall(out, time.perf_counter() - t0)
         dirs.append(out)
     table = render(merge_runs(dirs), "markdown")
-    print(table)
+    times = ", ".join(f"{m} {s / 60:.0f} min" for m, s in walls.items())
+    print(table + f"\n\nwall time: {times}")
     if not args.no_readme:
         command = "python experiments/reproduce_counterfact.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        write_readme(table, command.strip(), args.model, dataset, args.limit)
+        write_readme(table, times, command.strip(), args.model, dataset, args.limit)
     return table
 
 
-def write_readme(table: str, command: str, model: str, dataset: str, limit: int) -> None:
-    """Replace this script's section of experiments/README.md (or add it)."""
+def add_wall(out: Path, seconds: float) -> float:
+    """Add `seconds` to the run's wall.json (a resumed run sums its invocations); the new total."""
+    path = out / "wall.json"
+    total = (json.loads(path.read_text())["seconds"] if path.exists() else 0.0) + seconds
+    atomic_write_text(path, json.dumps({"seconds": round(total, 1)}) + "\n")
+    return total
+
+
+def write_readme(table: str, times: str, command: str, model: str, dataset: str, limit: int) -> None:
+    """Replace this model's section of experiments/README.md (or add it)."""
+    name = Path(model).name
+    begin, end = f"<!-- reproduce_counterfact:{name}:begin -->", f"<!-- reproduce_counterfact:{name}:end -->"
     section = (
-        f"{BEGIN}\n## CounterFact, ROME Table 4 layout ({model}, {dataset}, first {limit} records)\n\n"
-        f"```\n{command}\n```\n\n{table}\n\n"
+        f"{begin}\n## CounterFact, ROME Table 4 layout ({name}, {dataset}, first {limit} records)\n\n"
+        f"```\n{command}\n```\n\n{table}\n\nWall time (2 shared CPU cores): {times}.\n\n"
         "Cells: mean ± 95% CI in percent (GE: ROME's weighted n-gram entropy x 100). "
         "S is the harmonic mean of ES, PS, NS.\n"
-        "The paper's numbers come from the same script with `--model gpt2-xl --dataset counterfact --device cuda` "
-        "and the shipped gpt2-xl hyper-parameters; that needs the weights and a GPU and was not run here.\n"
-        f"{END}"
+        f"{end}"
     )
     text = README.read_text() if README.exists() else "# Experiments\n"
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     atomic_write_text(README, text + ("" if text.endswith("\n") else "\n"))
 

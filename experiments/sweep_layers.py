@@ -22,9 +22,10 @@ from pathlib import Path
 from editkit.evaluate.datasets import load_dataset
 from editkit.evaluate.known import prefers_true
 from editkit.evaluate.runner import EvalConfig, make_editor, run_eval
+from editkit.evaluate.tables import cell_text
 from editkit.models import load_model
 
-COLUMNS = ("S", "ES", "PS", "NS", "EM", "NM")
+COLUMNS = ("S", "ES", "PS", "NS", "EM", "PM", "NM")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,12 +85,12 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def table(rows: dict, method: str) -> str:
-    """Markdown: one row per layer, mean ± 95% CI in percent; EM is p(new) − p(true) on the edit prompt, NM
-    p(true) − p(new) on the neighbour."""
+    """Markdown: one row per layer, mean ± 95% CI in percent; EM (PM) is p(new) − p(true) on the edit prompt
+    (the paraphrase), NM p(true) − p(new) on the neighbour."""
     head = f"| {method} layer | " + " | ".join(COLUMNS) + " | n |"
     lines = [head, "|---:|" + "---:|" * (len(COLUMNS) + 1)]
     for layer, r in rows.items():
-        cells = [f"{100 * r[c]['mean']:.1f} ± {50 * (r[c]['ci95'][1] - r[c]['ci95'][0]):.1f}" for c in COLUMNS]
+        cells = [cell_text(r[c]) for c in COLUMNS]
         lines.append(f"| {layer} | " + " | ".join(cells) + f" | {r['n']} |")
     return "\n".join(lines)
 

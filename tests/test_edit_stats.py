@@ -123,6 +123,17 @@ def test_shipped_hparams_carry_the_papers_constants():
     assert shipped_file("alphaedit", "meta-llama/Llama-2-7b-hf").exists()
 
 
+def test_every_shipped_hparams_file_loads_and_smollm2_has_all_five_methods():
+    from editkit.edit.hparams import HPARAMS_DIR
+
+    for path in sorted(HPARAMS_DIR.glob("*/*.yaml")):
+        load_hparams(path.parent.name, file=path)  # unknown keys, wrong types and bounds are errors
+    smol = {m: load_hparams(m, "smollm2-135m") for m in ("rome", "r-rome", "memit", "alphaedit", "ft-l")}
+    assert smol["rome"].layers == smol["r-rome"].layers == smol["ft-l"].layers == [4]
+    assert 4 in smol["memit"].layers and smol["memit"].layers == smol["alphaedit"].layers
+    assert smol["rome"].original_key and not smol["r-rome"].original_key
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

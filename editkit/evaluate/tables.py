@@ -35,10 +35,18 @@ class Row:
     def cell(self, metric: str) -> tuple[float, float] | None:
         """(mean, half-width of the 95% CI) in percent, or None if the run lacks the metric."""
         m = self.summary["metrics"].get(metric)
-        if m is None:
-            return None
-        lo, hi = m["ci95"]
-        return 100 * m["mean"], 100 * (hi - lo) / 2
+        return None if m is None else percent(m)
+
+
+def percent(m: dict) -> tuple[float, float]:
+    """A summarised metric ({"mean", "ci95"}) as (mean, half-width of the 95% CI) in percent."""
+    lo, hi = m["ci95"]
+    return 100 * m["mean"], 100 * (hi - lo) / 2
+
+
+def cell_text(m: dict) -> str:
+    """A summarised metric as 'mean ± half-width' in percent, as the markdown tables write it."""
+    return _text(percent(m), " ± ")
 
 
 def _load(run_dir: Path) -> tuple[dict, list[dict]]:
