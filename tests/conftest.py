@@ -6,6 +6,9 @@ import pytest
 import torch
 from transformers import (
     AutoModelForCausalLM,
+    Gemma2Config,
+    Gemma3TextConfig,
+    GemmaConfig,
     GPT2Config,
     GPTJConfig,
     GPTNeoXConfig,
@@ -18,6 +21,15 @@ from editkit.models import load_model
 
 _SMALL = dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 
+_GEMMA_ATTN = dict(
+    num_key_value_heads=2,
+    head_dim=8,
+    query_pre_attn_scalar=8,
+    max_position_embeddings=64,
+    sliding_window=3,
+    final_logit_softcapping=0.5,
+)
+
 TINY_CONFIGS = {
     "gpt2": lambda: GPT2Config(vocab_size=128, n_positions=64, n_embd=32, n_layer=2, n_head=4, n_inner=64),
     "gptj": lambda: GPTJConfig(
@@ -27,6 +39,24 @@ TINY_CONFIGS = {
     "llama": lambda: LlamaConfig(**_SMALL, num_key_value_heads=2, max_position_embeddings=64),
     "mistral": lambda: MistralConfig(**_SMALL, num_key_value_heads=2, max_position_embeddings=64, sliding_window=None),
     "qwen2": lambda: Qwen2Config(**_SMALL, num_key_value_heads=2, max_position_embeddings=64),
+    # Gemma scales embeddings by sqrt(width): in a random 2-layer model they drown what the MLPs write, and
+    # an FT-L step bounded by 0.05 cannot flip the tied (self-predicting) head; untied, with larger weights, it can
+    "gemma": lambda: GemmaConfig(
+        **_SMALL,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        initializer_range=0.1,
+    ),
+    # Gemma 2 / 3: one local and one global layer, a window shorter than the test prompts, and soft-caps
+    # small enough to change the probabilities (a trace that skipped either would fail the tests)
+    "gemma2": lambda: Gemma2Config(
+        **_SMALL, **_GEMMA_ATTN, layer_types=["full_attention", "sliding_attention"], attn_logit_softcapping=0.5
+    ),
+    "gemma3_text": lambda: Gemma3TextConfig(
+        **_SMALL, **_GEMMA_ATTN, layer_types=["sliding_attention", "full_attention"]
+    ),
 }
 
 

@@ -5,6 +5,7 @@ import torch
 from transformers.pytorch_utils import Conv1D
 
 from editkit.errors import EditkitError
+from editkit.hooks import Trace
 from editkit.models import BLOCK_KINDS, adapter_for, get_module, weight_out_in
 from tests.conftest import tiny_model, tiny_opt
 
@@ -40,6 +41,34 @@ def test_mlp_weights_are_out_in(family):
     with torch.no_grad():
         w_out[0, 0] += 1.0
     assert torch.equal(a.mlp_out_weight(model, 0), w_out)
+
+
+def test_adapter_logits_are_the_models(family):
+    """`Adapter.logits` of the last block's output is the model's own output, soft-cap included; the tiny
+    soft-capped configs cap hard enough that leaving the cap out would show."""
+    model = tiny_model(family)
+    a = adapter_for(model)
+    with Trace(model, a.name("block", -1)) as tr:
+        logits = model(input_ids=torch.arange(12).view(1, -1)).logits
+    h = tr[a.name("block", -1)].output
+    torch.testing.assert_close(a.logits(model, h), logits)
+    assert (a.logit_softcap is not None) == (family in ("gemma2", "gemma3_text"))
+    uncapped = get_module(model, a.unembed)(get_module(model, a.final_norm)(h))
+    if a.logit_softcap:
+        assert (uncapped - logits).abs().max() > 0.01
+
+
+def test_final_norm_gain_is_what_the_norm_multiplies_by(family):
+    """norm(x) − norm(0) = gain ⊙ x for a zero-mean, unit-RMS x, for LayerNorm and RMSNorm (Gemma's 1 + w too)."""
+    model = tiny_model(family)
+    a = adapter_for(model)
+    norm = get_module(model, a.final_norm)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        norm.weight.add_(torch.randn_like(norm.weight))
+        x = torch.randn(32)
+        x = (x - x.mean()) / (x - x.mean()).pow(2).mean().sqrt()
+        torch.testing.assert_close(norm(x) - norm(torch.zeros(32)), a.final_norm_gain(model) * x, atol=1e-4, rtol=1e-4)
 
 
 def test_unknown_architecture_is_a_clear_error():

@@ -23,15 +23,6 @@ from editkit.features.sae import SAE
 from editkit.requests import EditRequest
 from editkit.tokens import encode, subject_span, target_ids
 
-#: attention output projections per family (what attention writes into the residual stream)
-ATTN_OUT = {
-    "gpt2": "transformer.h.{}.attn.c_proj",
-    "gptj": "transformer.h.{}.attn.out_proj",
-    "gpt_neox": "gpt_neox.layers.{}.attention.dense",
-    "llama": "model.layers.{}.self_attn.o_proj",
-    "mistral": "model.layers.{}.self_attn.o_proj",
-    "qwen2": "model.layers.{}.self_attn.o_proj",
-}
 WRITERS = ("mlp", "attn")
 
 
@@ -49,8 +40,7 @@ def writer_module(adapter, writer: str, layer: int) -> str:
     """The output projection through which `writer` ('mlp' or 'attn') at `layer` writes to the residual stream."""
     if writer not in WRITERS:
         raise EditkitError(f"unknown writer {writer!r}; use one of {', '.join(WRITERS)}")
-    layer = adapter.layer(layer)
-    return adapter.name("mlp_out", layer) if writer == "mlp" else ATTN_OUT[adapter.family].format(layer)
+    return adapter.name("mlp_out" if writer == "mlp" else "attn_out", layer)
 
 
 @torch.no_grad()

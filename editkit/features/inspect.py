@@ -79,10 +79,9 @@ def top_contexts(
 def logit_lens(model, tokenizer, adapter, sae: SAE, feature: int, k: int = 10):
     """(promoted, suppressed): the `k` tokens whose logits the feature's direction raises / lowers most."""
     d = sae.direction(feature).float()
-    norm = get_module(model, adapter.final_norm)
-    gamma = getattr(norm, "weight", None)
+    gamma = adapter.final_norm_gain(model)
     if gamma is not None:
-        d = d * gamma.detach().float().to(d.device)
+        d = d * gamma.float().to(d.device)
     logits = get_module(model, adapter.unembed).weight.detach().float() @ d.to(next(model.parameters()).device)
     top, bottom = logits.topk(k), logits.topk(k, largest=False)
     as_list = lambda t: [(tokenizer.decode([i]), v) for v, i in zip(t.values.tolist(), t.indices.tolist(), strict=True)]  # noqa: E731

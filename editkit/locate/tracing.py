@@ -280,6 +280,14 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def _full_cache():
+    """A KV cache that keeps every token at every layer (built without the config, it has no sliding-window
+    layers, which would drop all but the last window of keys); sliding-window masks still apply."""
+    from transformers.cache_utils import DynamicCache
+
+    return DynamicCache()
+
+
 def _layer_kv(cache, i: int) -> tuple[torch.Tensor, torch.Tensor]:
     if hasattr(cache, "layers"):
         return cache.layers[i].keys, cache.layers[i].values
@@ -293,43 +301,39 @@ def _tile(x: torch.Tensor, n: int) -> torch.Tensor:
 
 class _Replay:
     """Re-runs the blocks on the tokens from `t` on, with the corrupted run's keys and values of the tokens
-    before `t` as a KV cache, then the final norm and unembedding at the last position.
+    before `t` as a KV cache, then the model's logits (`Adapter.logits`) at the last position.
 
     Restoring a state of token `t` at layer `l` changes nothing below `l` and nothing before `t` (attention
-    is causal), so only that corner is recomputed. The arguments each block needs for the chunk (causal
-    mask, rotary embeddings, positions) are the ones the model itself passes its blocks when run on it.
+    is causal), so only that corner is recomputed. The arguments each block needs for the chunk (causal or
+    sliding-window mask, rotary embeddings, positions) are the ones the model itself passes that block
+    when run on it: they differ between layers where local and global attention alternate.
     """
 
-    def __init__(self, case: _Case, kv: list[tuple[torch.Tensor, torch.Tensor]], full_call: tuple[tuple, dict]):
+    def __init__(self, case: _Case, kv: list[tuple[torch.Tensor, torch.Tensor]], full_calls: list[tuple[tuple, dict]]):
         self.case = case
         self.kv = kv  # per layer, the corrupted run's keys and values [S, heads, T, head_dim]
         self.blocks = list(get_module(case.model, case.adapter.blocks))
-        self.norm = get_module(case.model, case.adapter.final_norm)
-        self.unembed = get_module(case.model, case.adapter.unembed)
-        self.calls = {0: full_call}
+        self.calls = {0: full_calls}
 
     def cache(self, t: int, copies: Sequence[int]):
         """A fresh KV cache with the corrupted keys/values of tokens [0, t): layer i holds the S samples
         `copies[i]` times over (0: only the first sample, for a batch of one)."""
-        from transformers.cache_utils import DynamicCache
-
         if t == 0:
             return None
-        cache = DynamicCache(config=self.case.model.config)
+        cache = _full_cache()
         for i, (k, v) in enumerate(self.kv):
             k, v = (k[:1], v[:1]) if copies[i] == 0 else (_tile(k, copies[i]), _tile(v, copies[i]))
             cache.update(k[:, :, :t], v[:, :, :t], i)
         return cache
 
-    def call(self, t: int) -> tuple[tuple, dict]:
-        """The block arguments for the chunk [t, T): recorded from the model's own pass over it (cut short)."""
+    def calls_at(self, t: int) -> list[tuple[tuple, dict]]:
+        """Each block's arguments for the chunk [t, T): recorded from the model's own pass over it (batch 1)."""
         if t not in self.calls:
             a, model = self.case.adapter, self.case.model
             zero = self.cache(t, [0] * a.n_layers)
-            with torch.no_grad(), Trace(model, a.name("block", 0), retain_args=True, stop=True) as tr:
+            with torch.no_grad(), Trace(model, a.names("block"), retain_args=True, stop=True) as tr:
                 model(input_ids=self.case.ids[:, t:], **{_cache_kwarg(model): zero})
-            rec = tr[a.name("block", 0)]
-            self.calls[t] = (rec.args, rec.kwargs)
+            self.calls[t] = [(tr[n].args, tr[n].kwargs) for n in a.names("block")]
         return self.calls[t]
 
     def run(self, t: int, inputs: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
@@ -340,7 +344,7 @@ class _Replay:
         S = self.case.samples
         copies = [sum(1 for s, _ in inputs if s <= i) for i in range(n_layers)]
         cache = self.cache(t, copies)
-        args, kwargs = self.call(t)
+        calls = self.calls_at(t)
         h = None
         pending = list(inputs)
         for j, block in enumerate(self.blocks):
@@ -352,6 +356,7 @@ class _Replay:
                 continue
             rows = h.shape[0]
             assert rows == copies[j] * S
+            args, kwargs = calls[j]
             out = block(
                 h,
                 *(_expand(x, rows, cache) for x in args[1:]),
@@ -360,7 +365,7 @@ class _Replay:
             h = out[0] if isinstance(out, tuple) else out
         last = [x[:, -1] for _, x in pending]  # restorations above the last block
         h_last = torch.cat(([h[:, -1]] if h is not None else []) + last)
-        return self.case.answer_prob(self.unembed(self.norm(h_last)))
+        return self.case.answer_prob(self.case.adapter.logits(self.case.model, h_last))
 
 
 @torch.no_grad()
@@ -368,19 +373,18 @@ def _fast_runs(case: _Case, kinds: Sequence[str], sever: str | None) -> tuple[di
     """The clean run (batch 1) and the corrupted run (batch S, with its KV cache and score), every state recorded."""
     a = case.adapter
     names = sorted({n for k in (*kinds, *([sever] if sever else [])) for n in case.names(k)} | set(a.names("block")))
-    with Trace(case.model, names, clone=True) as clean, Trace(case.model, a.name("block", 0), retain_args=True) as call:
+    with Trace(case.model, names, clone=True) as clean, Trace(case.model, a.names("block"), retain_args=True) as calls:
         case.model(input_ids=case.ids, use_cache=False)
-    first = call[a.name("block", 0)]
     rows = case.ids.expand(case.samples, -1)
     with Trace(case.model, [a.embed, *names], clone=True, edit_output=_only(a.embed, case.corrupt(0))) as corr:
         with Trace(case.model, a.names("block"), retain_input=True, retain_output=False) as corr_in:
-            out = case.model(input_ids=rows, use_cache=True)
-    cache = getattr(out, "cache", None) or out.past_key_values
+            cache = _full_cache()
+            out = case.model(input_ids=rows, use_cache=True, **{_cache_kwarg(case.model): cache})
     states = {"clean": {n: clean[n].output[0] for n in names}, "corrupted": {n: corr[n].output for n in names}}
     states["block_input"] = [corr_in[n].input for n in a.names("block")]
     states["corrupted_score"] = case.answer_prob(out.logits[:, -1]).mean().item()
     kv = [_layer_kv(cache, i) for i in range(a.n_layers)]
-    return states, _Replay(case, kv, (first.args, first.kwargs))
+    return states, _Replay(case, kv, [(calls[n].args, calls[n].kwargs) for n in a.names("block")])
 
 
 def _restorations(case: _Case, kind: str, layer: int, t: int, window: int, sever: str | None, states: dict):
@@ -428,6 +432,7 @@ def _fast(
                     x[rows, 0] = value.to(x.dtype)
             return x
 
+        replay.calls_at(t)  # recorded from an unpatched pass, so before the patches are hooked in
         with torch.no_grad(), Trace(case.model, list(rows_of), retain_output=False, edit_output=patch):
             p = replay.run(t, [(start, h) for start, h, _, _ in groups]).view(len(groups), S).mean(1)
         for g, (_, _, _, targets) in enumerate(groups):

@@ -1,9 +1,21 @@
 """Architecture adapters: the one place that knows where each family keeps its modules.
 
-An `Adapter` names the embeddings, the blocks, each block's attention and MLP, the MLP's input (`mlp_in`)
-and output (`mlp_out`) projections, the final norm and the unembedding. Rank-one editing writes to
-`mlp_out`, whose input is the key `k` and whose output is the value `v` (ROME's notation). Weights are
-always exchanged as `[out, in]`; GPT-2's transposed `Conv1D` is handled here, nowhere else.
+An `Adapter` names the embeddings, the blocks, each block's attention and MLP, the attention's output
+projection (`attn_out`), the MLP's input (`mlp_in`) and output (`mlp_out`) projections, the final norm and
+the unembedding. Rank-one editing writes to `mlp_out`, whose input is the key `k` and whose output is the
+value `v` (ROME's notation). Weights are always exchanged as `[out, in]`; GPT-2's transposed `Conv1D` is
+handled here, nowhere else.
+
+`attn` and `mlp` are what attention and the MLP add to the residual stream. Gemma 2 and 3 normalise each
+sublayer's output before adding it (`post_attention_layernorm`, `post_feedforward_layernorm`; the MLP's
+input norm is `pre_feedforward_layernorm`), so there `attn` and `mlp` are those post-norms, while `attn_out`
+(`o_proj`) and `mlp_out` (`down_proj`) stay the projections: the key `k` is `down_proj`'s input, and the
+post-norm is part of what follows the edited layer. (Gemma 1's `post_attention_layernorm` is the MLP's
+input norm, as in Llama: it has no post-norms.)
+
+What a family computes beyond module paths is data here too: the final-logit soft-cap (Gemma 2's
+`final_logit_softcapping`, read off the config), applied by `Adapter.logits`, and the offset of the
+RMSNorm gain (Gemma multiplies by `1 + weight`), applied by `Adapter.final_norm_gain`.
 """
 
 from __future__ import annotations
@@ -17,7 +29,7 @@ from transformers.pytorch_utils import Conv1D
 from editkit.errors import EditkitError
 
 #: Per-block module kinds, in the order `info` lists them.
-BLOCK_KINDS = ("block", "attn", "mlp", "mlp_in", "mlp_out")
+BLOCK_KINDS = ("block", "attn", "attn_out", "mlp", "mlp_in", "mlp_out")
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,7 @@ class Adapter:
     embed: str
     blocks: str
     attn: str
+    attn_out: str
     mlp: str
     mlp_in: str
     mlp_out: str
@@ -35,6 +48,8 @@ class Adapter:
     unembed: str
     n_layers: int
     hidden_size: int
+    logit_softcap: float | None = None
+    norm_offset: float = 0.0
 
     def layer(self, layer: int) -> int:
         """`layer` as an index 0..n_layers-1; negative layers count from the end (-1 is the last), anything
@@ -47,7 +62,7 @@ class Adapter:
         return layer % self.n_layers
 
     def name(self, kind: str, layer: int) -> str:
-        """Module name of `kind` ('block', 'attn', 'mlp', 'mlp_in', 'mlp_out') at `layer`."""
+        """Module name of `kind` (one of `BLOCK_KINDS`) at `layer`."""
         if kind not in BLOCK_KINDS:
             raise EditkitError(f"unknown module kind {kind!r}; use one of {', '.join(BLOCK_KINDS)}")
         layer = self.layer(layer)
@@ -63,6 +78,18 @@ class Adapter:
     def mlp_out_weight(self, model: nn.Module, layer: int) -> torch.Tensor:
         """The rank-one-edited weight at `layer` as an `[out, in]` view (shares storage with the model)."""
         return weight_out_in(get_module(model, self.name("mlp_out", layer)))
+
+    def logits(self, model: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        """The model's logits from a last block's output `h`: final norm, unembedding, soft-cap if any."""
+        logits = get_module(model, self.unembed)(get_module(model, self.final_norm)(h))
+        if self.logit_softcap:
+            logits = self.logit_softcap * torch.tanh(logits / self.logit_softcap)
+        return logits
+
+    def final_norm_gain(self, model: nn.Module) -> torch.Tensor | None:
+        """The elementwise gain the final norm multiplies by (None if it has none)."""
+        weight = getattr(get_module(model, self.final_norm), "weight", None)
+        return None if weight is None else weight.detach() + self.norm_offset
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
@@ -90,20 +117,38 @@ _GPT2_LIKE = dict(
 _LLAMA_LIKE = dict(
     blocks="model.layers",
     attn="model.layers.{}.self_attn",
+    attn_out="model.layers.{}.self_attn.o_proj",
     mlp="model.layers.{}.mlp",
     mlp_in="model.layers.{}.mlp.up_proj",
     mlp_out="model.layers.{}.mlp.down_proj",
     final_norm="model.norm",
 )
+#: Gemma 2 / 3: the sublayers' contributions to the residual stream are their post-norms' outputs
+_GEMMA2_LIKE = {
+    **_LLAMA_LIKE,
+    "attn": "model.layers.{}.post_attention_layernorm",
+    "mlp": "model.layers.{}.post_feedforward_layernorm",
+}
 
 #: model_type (from the HF config) -> module paths. Embedding and unembedding names are read off the model
 #: (`get_input_embeddings` / `get_output_embeddings`), as transformers renames them between versions.
 FAMILIES: dict[str, dict[str, str]] = {
-    "gpt2": {**_GPT2_LIKE, "mlp_in": "transformer.h.{}.mlp.c_fc", "mlp_out": "transformer.h.{}.mlp.c_proj"},
-    "gptj": {**_GPT2_LIKE, "mlp_in": "transformer.h.{}.mlp.fc_in", "mlp_out": "transformer.h.{}.mlp.fc_out"},
+    "gpt2": {
+        **_GPT2_LIKE,
+        "attn_out": "transformer.h.{}.attn.c_proj",
+        "mlp_in": "transformer.h.{}.mlp.c_fc",
+        "mlp_out": "transformer.h.{}.mlp.c_proj",
+    },
+    "gptj": {
+        **_GPT2_LIKE,
+        "attn_out": "transformer.h.{}.attn.out_proj",
+        "mlp_in": "transformer.h.{}.mlp.fc_in",
+        "mlp_out": "transformer.h.{}.mlp.fc_out",
+    },
     "gpt_neox": dict(
         blocks="gpt_neox.layers",
         attn="gpt_neox.layers.{}.attention",
+        attn_out="gpt_neox.layers.{}.attention.dense",
         mlp="gpt_neox.layers.{}.mlp",
         mlp_in="gpt_neox.layers.{}.mlp.dense_h_to_4h",
         mlp_out="gpt_neox.layers.{}.mlp.dense_4h_to_h",
@@ -112,7 +157,12 @@ FAMILIES: dict[str, dict[str, str]] = {
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
+    "gemma": _LLAMA_LIKE,
+    "gemma2": _GEMMA2_LIKE,
+    "gemma3_text": _GEMMA2_LIKE,
 }
+#: families whose RMSNorm multiplies by `1 + weight` rather than `weight`
+NORM_OFFSET: dict[str, float] = {"gemma": 1.0, "gemma2": 1.0, "gemma3_text": 1.0}
 
 
 def check_supported(model_type: str, class_name: str) -> None:
@@ -133,6 +183,8 @@ def adapter_for(model: nn.Module) -> Adapter:
         family=cfg.model_type,
         n_layers=cfg.num_hidden_layers,
         hidden_size=cfg.hidden_size,
+        logit_softcap=getattr(cfg, "final_logit_softcapping", None),
+        norm_offset=NORM_OFFSET.get(cfg.model_type, 0.0),
         embed=names[model.get_input_embeddings()],
         unembed=names[model.get_output_embeddings()],
         **FAMILIES[cfg.model_type],
