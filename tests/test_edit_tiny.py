@@ -1,4 +1,4 @@
-"""Every method on tiny random models of all six families: it flips the prediction, ROME's update solves
+"""Every method on tiny random models of every family: it flips the prediction, ROME's update solves
 W' k = v*, and apply → revert restores every weight bit for bit."""
 
 import pytest
