@@ -1,8 +1,13 @@
-"""Atomic file writes: write to a temporary file in the same directory, fsync, then rename into place."""
+"""Atomic file writes: write to a temporary file in the same directory, fsync, then rename into place.
+
+Temporaries are named `.NAME.PID.XXXX.tmp`; one left by a process that no longer runs (killed mid-write)
+is removed by the next write of the same NAME."""
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -19,11 +24,42 @@ def cache_root(override: str | Path | None = None) -> Path:
     return Path(override or os.environ.get("EDITKIT_CACHE") or Path.home() / ".cache" / "editkit").expanduser()
 
 
+def _prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete `.NAME.PID.XXXX.tmp` / `.old` next to `path` whose process is gone (a write killed part way),
+    and temporaries of the older `.NAME.XXXX.tmp` naming."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)\.)?[^.]+\.(?:tmp|old)")
+    for p in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        m = pattern.fullmatch(p.name)
+        if m is None or (m.group(1) is not None and _alive(int(m.group(1)))):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see either the old file or the whole new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -43,17 +79,22 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 @contextmanager
 def atomic_directory(path: str | Path, replace_if: str | None = None):
     """Yield a temporary directory next to `path`; on success rename it to `path` (readers never see a half
-    written directory). An existing `path` is replaced only if it holds the file `replace_if`."""
+    written directory), its files with the usual mode (umask applied, as `open` makes them; libraries that
+    write through their own temporaries leave 0600). An existing `path` is replaced only if it holds the
+    file `replace_if`."""
     path = Path(path)
     if path.exists() and not (
         path.is_dir() and (not any(path.iterdir()) or (replace_if and (path / replace_if).exists()))
     ):
         raise EditkitError(f"{path} exists and is not an editkit output directory; pass a new directory")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_prefix(path), suffix=".tmp"))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_UMASK)
+        for p in [tmp, *tmp.rglob("*")]:
+            if not p.is_symlink():
+                os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~_UMASK)
         if path.exists():
             old = tmp.with_suffix(".old")
             os.replace(path, old)

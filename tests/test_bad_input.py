@@ -264,3 +264,64 @@ def test_the_statistics_cache_checksums_every_field(tmp_path):
         f.attrs["checksum"] = _checksum(total, attrs)
     with pytest.raises(EditkitError, match="non-finite sum"):
         read_cache(path, key, C.shape[0])
+
+
+_KILLED_EDIT = """
+import os, signal, sys
+from pathlib import Path
+target, when = Path(sys.argv[1]).resolve(), sys.argv[2]
+real = os.replace
+def replace(src, dst):
+    if Path(dst).resolve() == target and when == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+    if Path(dst).resolve() == target and when == "after":
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+from editkit.cli import app
+app(["edit", "toy", "--method", "ft", "--prompt", "{} plays the", "--subject", "Tiboth Feigar",
+     "--target-new", "oboe", "--set", "num_steps=2", "--save-checkpoint", str(target)])
+"""
+
+
+def _edit_killed(target: Path, when: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_EDIT, str(target), when], env=env, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+
+
+def test_a_checkpoint_killed_mid_write_is_absent_or_whole_and_the_next_write_cleans_up(tmp_path):
+    """kill -9 at the rename that makes the checkpoint appear: before it nothing is there (only a temporary,
+    which the next write of the same checkpoint removes); after it the checkpoint already carries its edit."""
+    from transformers import AutoTokenizer
+
+    from editkit.edit.checkpoint import save_checkpoint
+    from editkit.models import toy_dir
+
+    target = tmp_path / "ck"
+    _edit_killed(target, "after")
+    assert (target / "editkit_edit" / "edit.json").exists() and (target / "provenance.json").exists()
+
+    target = tmp_path / "ck2"
+    _edit_killed(target, "before")
+    assert not target.exists() and len(list(tmp_path.glob(".ck2.*.tmp"))) == 1
+    save_checkpoint(tiny_model("gpt2"), AutoTokenizer.from_pretrained(toy_dir() / "model"), target, None, "tiny")
+    assert (target / "config.json").exists() and not list(tmp_path.glob(".ck2.*"))
+
+
+def test_checkpoint_files_have_the_usual_mode(tmp_path):
+    """Not 0600 (safetensors' own temporary file): what `open` would make under the umask."""
+    import os
+
+    from editkit.edit.checkpoint import save_checkpoint
+
+    umask = os.umask(0)
+    os.umask(umask)
+    save_checkpoint(tiny_model("gpt2"), word_tokenizer(), tmp_path / "ck", None, "tiny")
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ck").iterdir()}
+    assert "model.safetensors" in modes and set(modes.values()) == {0o666 & ~umask}, modes

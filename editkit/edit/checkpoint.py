@@ -1,5 +1,6 @@
-"""Edited checkpoints: `save_pretrained` (safetensors) + tokenizer + provenance.json, written to a temporary
-directory and renamed into place, loadable with plain transformers."""
+"""Edited checkpoints: `save_pretrained` (safetensors) + tokenizer + provenance.json + the edit itself
+(`editkit_edit/`, for `revert`), all written to one temporary directory and renamed into place at once,
+loadable with plain transformers."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from editkit.errors import EditkitError
 from editkit.io import atomic_directory
 
 PROVENANCE = "provenance.json"
+#: The edit carried inside a checkpoint directory, so that `revert` needs nothing else.
+CHECKPOINT_EDIT = "editkit_edit"
 
 
 def save_checkpoint(model, tokenizer, path: str | Path, result=None, source: str = "") -> Path:
     """Write the (edited) model and tokenizer to `path`; provenance.json says where it came from and which
-    edit it carries (method, requests, fingerprints)."""
+    edit it carries (method, requests, fingerprints), and `editkit_edit/` holds that edit."""
     info = {
         "format": "editkit-checkpoint/1",
         "source_model": source,
@@ -33,6 +36,8 @@ def save_checkpoint(model, tokenizer, path: str | Path, result=None, source: str
     with atomic_directory(path, replace_if=PROVENANCE) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        if result is not None:
+            result.write_into(tmp / CHECKPOINT_EDIT)
         (tmp / PROVENANCE).write_text(json.dumps(info, indent=2) + "\n")
     return Path(path)
 

@@ -124,6 +124,12 @@ class EditResult:
 
     def save(self, path: str | Path) -> Path:
         """`path/edit.json` (method, hparams, requests, fingerprints) + `path/deltas.safetensors`, atomically."""
+        with atomic_directory(path, replace_if=META) as tmp:
+            self.write_into(tmp)
+        return Path(path)
+
+    def write_into(self, directory: Path) -> None:
+        """Write edit.json and deltas.safetensors into `directory` (made if missing; not atomic by itself)."""
         from safetensors.torch import save_file
 
         tensors = {f"original.{m}": w.contiguous() for m, w in self.original.items()}
@@ -144,10 +150,9 @@ class EditResult:
             "edited_fingerprint": self.edited_fingerprint,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        with atomic_directory(path, replace_if=META) as tmp:
-            save_file(tensors, str(tmp / TENSORS))
-            (tmp / META).write_text(json.dumps(info, indent=2) + "\n")
-        return Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(directory / TENSORS))
+        (directory / META).write_text(json.dumps(info, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> EditResult:

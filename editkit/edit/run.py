@@ -6,11 +6,8 @@ import dataclasses
 from pathlib import Path
 
 from editkit.edit import EditResult, Stats, edit, load_hparams, needs_stats
-from editkit.edit.checkpoint import read_provenance, save_checkpoint
+from editkit.edit.checkpoint import CHECKPOINT_EDIT, read_provenance, save_checkpoint
 from editkit.requests import EditRequest
-
-#: The edit carried inside a checkpoint directory, so that `revert` needs nothing else.
-CHECKPOINT_EDIT = "editkit_edit"
 
 
 def probe_prompts(request: EditRequest, record=None, toy: bool = False) -> dict[str, str]:
@@ -95,7 +92,7 @@ def run_edit(
     if out is not None:
         result.save(out)
     if checkpoint is not None:
-        write_checkpoint(model, tokenizer, checkpoint, result, model_name)
+        save_checkpoint(model, tokenizer, checkpoint, result, model_name)
     return {
         "method": method,
         "mode": mode,
@@ -107,11 +104,6 @@ def run_edit(
     }
 
 
-def write_checkpoint(model, tokenizer, path, result: EditResult, source: str) -> None:
-    save_checkpoint(model, tokenizer, path, result, source)
-    result.save(Path(path) / CHECKPOINT_EDIT)
-
-
 def run_apply(model_name: str, edit_dir: str | Path, checkpoint: str | Path, device: str = "cpu") -> dict:
     """Apply a saved edit to the model it was made on and write the edited checkpoint."""
     from editkit.models import load_model
@@ -119,7 +111,7 @@ def run_apply(model_name: str, edit_dir: str | Path, checkpoint: str | Path, dev
     result = EditResult.load(edit_dir)
     model, tokenizer, _ = load_model(model_name, device=device)
     result.apply(model)
-    write_checkpoint(model, tokenizer, checkpoint, result, model_name)
+    save_checkpoint(model, tokenizer, checkpoint, result, model_name)
     return {"edit_dir": str(edit_dir), "checkpoint": str(checkpoint), "modules": result.modules}
 
 
@@ -180,7 +172,7 @@ def demo_edit(model, tokenizer, adapter, prompt: str, subject: str, target_true:
     after = predictions(model, tokenizer, probes, request)
     checkpoint = Path(out) / "toy-edited"
     try:
-        write_checkpoint(model, tokenizer, checkpoint, result, "toy")
+        save_checkpoint(model, tokenizer, checkpoint, result, "toy")
     finally:
         result.revert(model)
     script = (
