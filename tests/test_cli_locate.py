@@ -67,6 +67,13 @@ def test_trace_summary_and_bad_subject():
     assert res.exit_code == 2 and "--sever restores hidden states" in res.output
 
 
+def test_trace_takes_a_template_with_the_subject_filled_in():
+    args = ["--subject", SUBJECT, "--samples", "2", "--kind", "hidden", "--json"]
+    filled = json.loads(runner.invoke(app, ["trace", "toy", "--prompt", PROMPT, *args]).output)
+    template = json.loads(runner.invoke(app, ["trace", "toy", "--prompt", PROMPT.replace(SUBJECT, "{}"), *args]).output)
+    assert template == filled
+
+
 def test_trace_dataset_and_neurons(tmp_path):
     res = runner.invoke(
         app,

@@ -26,6 +26,7 @@ import torch
 from editkit.errors import EditkitError
 from editkit.hooks import Trace
 from editkit.models import Adapter, get_module
+from editkit.requests import fill_prompt
 from editkit.tokens import encode, subject_span, target_ids
 
 KINDS = ("hidden", "mlp", "attn")
@@ -488,7 +489,8 @@ def trace(
     sever: str | None = None,
     noise_subjects: Sequence[str] | None = None,
 ) -> TraceResult:
-    """Causal trace of `prompt` (containing `subject`) for `target` (default: the clean top-1 token).
+    """Causal trace of `prompt` (containing `subject`, or a template whose `{}` it fills) for `target`
+    (default: the clean top-1 token).
 
     `sever` ('mlp' or 'attn') restores hidden states while keeping that module's outputs at the restored
     token frozen at their corrupted values in later layers (the paper's Figure 3); hidden kind only.
@@ -503,6 +505,8 @@ def trace(
         raise EditkitError(f"sever must be 'mlp' or 'attn', got {sever!r}")
     if samples < 1 or window < 1:
         raise EditkitError(f"samples and window must be ≥ 1 (got samples={samples}, window={window})")
+    if "{}" in prompt:
+        prompt = fill_prompt(prompt, subject)
     device = next(model.parameters()).device
     span = subject_span(tokenizer, prompt, subject)
     ids = torch.tensor([encode(tokenizer, prompt)], device=device)

