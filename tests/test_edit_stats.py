@@ -121,6 +121,8 @@ def test_shipped_hparams_carry_the_papers_constants():
     assert load_hparams("rome", "gpt2-xl", overrides=["v_lr=0.1", "layers=[3]"]).v_lr == 0.1
     assert load_hparams("rome", "gpt2-xl", overrides=["v_lr=5e-3"]).v_lr == 0.005  # YAML 1.1 reads a string
     assert shipped_file("alphaedit", "meta-llama/Llama-2-7b-hf").exists()
+    assert shipped_file("rome", "google/gemma-3-270m") == shipped_file("rome", "gemma3-270m")
+    assert load_hparams("rome", "gemma3-270m").layers == [4]
 
 
 def test_every_shipped_hparams_file_loads_and_smollm2_has_all_five_methods():

@@ -112,6 +112,8 @@ _MODEL_KEYS = {
     "toy": "toy",
     "smollm2-135m": "smollm2-135m",
     "smollm2-135m-instruct": "smollm2-135m",
+    "gemma3-270m": "gemma3-270m",
+    "gemma-3-270m": "gemma3-270m",
 }
 
 
