@@ -11,6 +11,7 @@ from editkit.errors import EditkitError
 from editkit.locate.plots import plot_trace
 from editkit.locate.tracing import TraceResult, draw_noise, noise_scale, trace
 from editkit.models import adapter_for
+from editkit.tokens import encode
 from tests.conftest import tiny_model
 
 
@@ -114,6 +115,20 @@ def test_trace_runs_on_every_family(family, toy):
     fast = trace(model, tok, adapter, "The capital of the Arvel Republic is", "Arvel Republic", **kw)
     for kind in naive.scores:
         np.testing.assert_allclose(fast.scores[kind], naive.scores[kind], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["gemma", "gemma3_text"])
+def test_s3_noise_is_measured_where_it_is_added(family, toy):
+    """Gemma's embedding module multiplies by sqrt(width): s3 is 3 std of that output, the tensor the noise
+    is added to, not of the raw embedding table."""
+    tok = toy[1]
+    model = tiny_model(family)
+    model.resize_token_embeddings(len(tok))
+    adapter = adapter_for(model)
+    ids = encode(tok, "Arvel Republic")
+    scaled = model.get_input_embeddings().weight[ids].detach() * adapter.hidden_size**0.5
+    scale, _ = noise_scale(model, tok, adapter, "s3", ["Arvel Republic"])
+    assert scale == pytest.approx(3 * scaled.std().item(), rel=1e-5)
 
 
 @pytest.mark.parametrize(
