@@ -525,6 +525,24 @@ def eval_cmd(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     shard: Annotated[str, typer.Option(help="Evaluate shard i of n, written i/n.")] = "0/1",
     generation: Annotated[bool, typer.Option(help="Generation metrics GE and RS (CounterFact).")] = True,
+    protocol: Annotated[
+        str, typer.Option(help="teacher-forced (the papers' probabilities), generation (greedy answers) or both.")
+    ] = "both",
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", min=1, help="Generation protocol: most tokens per answer.")
+    ] = 20,
+    checkpoints: Annotated[
+        str | None, typer.Option(help="Sequential mode: evaluate all edits so far after these counts, e.g. 10,50,100.")
+    ] = None,
+    capability: Annotated[
+        bool, typer.Option(help="Perplexity on held-out text and retention of untouched facts, before and after.")
+    ] = True,
+    capability_corpus: Annotated[
+        str | None, typer.Option("--capability-corpus", help="Held-out texts (as editkit stats reads; toy: built in).")
+    ] = None,
+    known_facts: Annotated[
+        Path | None, typer.Option("--known-facts", help="known_1000-format facts to retain (toy: built in).")
+    ] = None,
     snippets: Annotated[Path | None, typer.Option(help="ROME's attribute_snippets.json, for RS.")] = None,
     tfidf: Annotated[Path | None, typer.Option(help="Directory with ROME's idf.npy and tfidf_vocab.json.")] = None,
     json_out: JsonOpt = False,
@@ -534,13 +552,15 @@ def eval_cmd(
 
     Example: [bold]editkit eval toy --method none --dataset toy --limit 50 --out runs/toy-none[/]
     """
-    from editkit.evaluate.runner import EvalConfig, run_named
+    from editkit.evaluate.runner import EvalConfig, parse_checkpoints, run_named
     from editkit.evaluate.tables import merge_runs, render
 
     config = EvalConfig(
         model=model, dataset=dataset, method=method, data=str(data) if data else None, limit=limit, offset=offset,
         sample=sample, seed=seed, mode=mode, batch_size=batch_size, shard=shard, generation=generation,
-        distinct_subjects=distinct_subjects, known_only=known_only,
+        distinct_subjects=distinct_subjects, known_only=known_only, protocol=protocol, max_new_tokens=max_new_tokens,
+        checkpoints=parse_checkpoints(checkpoints) if checkpoints else None, capability=capability,
+        capability_corpus=capability_corpus, known_facts=str(known_facts) if known_facts else None,
     )  # fmt: skip
     summary = run_named(
         config, out, resume, device, str(hparams) if hparams else None,
@@ -568,6 +588,21 @@ def table_cmd(
     if fmt == "rich":
         return console.print(table)
     sys.stdout.write(table + "\n")
+
+
+@app.command("plot")
+@cli_errors
+def plot_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Sequential run directories made with --checkpoints.")],
+    out: Annotated[Path | None, typer.Option("--out", help="PNG or PDF (default: RUN_DIR/curves.png).")] = None,
+) -> None:
+    """Metric vs number of edits, one line per method, from sequential runs with checkpoints.
+
+    Example: [bold]editkit plot runs/seq-rome runs/seq-memit --out curves.png[/]
+    """
+    from editkit.evaluate.plots import plot_curves
+
+    console.print(f"wrote {plot_curves(runs, out)}", highlight=False)
 
 
 # --- editing (issue 6) -----------------------------------------------------------------------------------
@@ -986,7 +1021,10 @@ def _demo_eval_step(bundle, out: Path, n: int = 20) -> None:
     records = load_dataset("toy", toy_dir() / "counterfact.json", limit=n)
     shutil.rmtree(out / "eval", ignore_errors=True)  # a fresh run each time, not a resume
     with console.status(f"editing and scoring {n} records", spinner="dots"):
-        dirs = compare_methods(bundle, records, ["none", "rome"], out / "eval", generation=False)
+        dirs = compare_methods(
+            bundle, records, ["none", "rome"], out / "eval", generation=False, protocol="teacher-forced",
+            capability=False,
+        )  # fmt: skip
     console.print(render(merge_runs(dirs), "rich"))
     console.print(
         f"cases: {escape(str(out / 'eval'))}; a bigger run: "

@@ -426,6 +426,28 @@ def corpus_lines(world: World, seed: int = 0) -> list[str]:
     return training_lines(world, random.Random(seed))
 
 
+def untouched_facts(world: World) -> list[Fact]:
+    """The facts of the paraphrase-seen half: no CounterFact record of the world edits them."""
+    return [f for f in world.facts if f.paraphrase_seen]
+
+
+def heldout_lines(world: World, n: int = 200, seed: int = 12345) -> list[str]:
+    """`n` lines of the world's text about subjects no CounterFact record edits: their biographies drawn
+    with a seed training never used (new orders and template choices), half behind a filler sentence."""
+    rng = random.Random(seed)
+    groups = [g for g in facts_by_subject(World(world.relations, untouched_facts(world))).values() if len(g) > 1]
+    lines = [biography(world, g, rng) for g in rng.sample(groups, min(n, len(groups)))]
+    return [f"{filler_sentence(rng)} {t}" if rng.random() < 0.5 else t for t in lines]
+
+
+def known_fact_prompts(world: World, n: int = 200, seed: int = 12345) -> list[tuple[str, str]]:
+    """(prompt, object) of `n` facts no CounterFact record edits, each in a seeded training template."""
+    rng = random.Random(seed)
+    pool = untouched_facts(world)
+    facts = rng.sample(pool, min(n, len(pool)))
+    return [(rng.choice(fact_prompts(world, f)), f.object) for f in facts]
+
+
 def counterfact_records(world: World, seed: int = 0, n_neighbours: int = 10) -> list[dict]:
     """CounterFact-schema records, one per fact of the paraphrase-unseen half (see SOURCES.md's layout)."""
     rng = random.Random(seed)

@@ -1,5 +1,6 @@
 """Reproduce ROME's Table 4 layout on CounterFact: the unedited model, FT-L, ROME, r-ROME, MEMIT and AlphaEdit,
-each evaluated with `editkit eval`'s runner, then the table written to experiments/README.md with this command.
+each evaluated with `editkit eval`'s runner under both protocols (teacher-forced and generation) with capability,
+then one table per protocol and the gap between them written to experiments/README.md with this command.
 
     python experiments/reproduce_counterfact.py --model toy --limit 100            # the toy world, on a CPU
     python experiments/reproduce_counterfact.py --model smollm2-135m --dataset counterfact \\
@@ -67,7 +68,11 @@ def main(argv: list[str] | None = None) -> str:
         run_named(config, out, resume=(out / "config.json").exists(), device=args.device)
         walls[method] = add_wall(out, time.perf_counter() - t0)
         dirs.append(out)
-    table = render(merge_runs(dirs), "markdown")
+    rows = merge_runs(dirs)
+    table = (
+        "\n\n".join(f"{title}\n\n{render(rows, 'markdown', (p,))}" for p, title in TITLES.items() if _has(rows, p))
+        + f"\n\n{gaps(rows)}"
+    )
     times = ", ".join(f"{m} {s / 60:.0f} min" for m, s in walls.items())
     print(table + f"\n\nwall time: {times}")
     if not args.no_readme:
@@ -84,6 +89,31 @@ def add_wall(out: Path, seconds: float) -> float:
     return total
 
 
+TITLES = {
+    "tf": "Teacher-forced (the papers' protocol: P(new) > P(true)):",
+    "gen": "Generation (greedy answer up to a natural stop starts with the target; NS: with the true object):",
+    "cap": "Capability (perplexity on held-out text before → after; retention of untouched known facts):",
+}
+
+
+def _has(rows, protocol: str) -> bool:
+    from editkit.evaluate.tables import columns
+
+    return any(p == protocol for p, _ in columns(rows))
+
+
+def gaps(rows) -> str:
+    """Per method: generation minus teacher-forced, in points, for ES, PS and NS."""
+    lines = ["| Editor | ES gen − tf | PS gen − tf | NS gen − tf |", "|---|---:|---:|---:|"]
+    for r in rows:
+        cells = []
+        for m in ("ES", "PS", "NS"):
+            tf, gen = r.cell(m, "tf"), r.cell(m, "gen")
+            cells.append("–" if tf is None or gen is None else f"{gen[0] - tf[0]:+.1f}")
+        lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
+    return "Where the protocols disagree (percentage points):\n\n" + "\n".join(lines)
+
+
 def write_readme(table: str, times: str, command: str, model: str, dataset: str, limit: int) -> None:
     """Replace this model's section of experiments/README.md (or add it)."""
     name = Path(model).name
@@ -92,7 +122,8 @@ def write_readme(table: str, times: str, command: str, model: str, dataset: str,
         f"{begin}\n## CounterFact, ROME Table 4 layout ({name}, {dataset}, first {limit} records)\n\n"
         f"```\n{command}\n```\n\n{table}\n\nWall time (2 shared CPU cores): {times}.\n\n"
         "Cells: mean ± 95% CI in percent (GE: ROME's weighted n-gram entropy x 100). "
-        "S is the harmonic mean of ES, PS, NS.\n"
+        "S is the harmonic mean of ES, PS, NS. Generation: greedy decoding, at most 20 new tokens, stopped at "
+        "the end of sequence, a newline or a sentence end; answers lower-cased, punctuation removed.\n"
         f"{end}"
     )
     text = README.read_text() if README.exists() else "# Experiments\n"

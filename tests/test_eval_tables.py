@@ -51,20 +51,23 @@ def test_eval_writes_a_run_directory_and_resumes(model_dir, tmp_path):
 def test_table_formats_merge_shards(model_dir, tmp_path):
     for i in range(2):
         res = run(
-            "eval", model_dir, "--dataset", "zsre", "--data", ZSRE, "--shard", f"{i}/2", "--out", tmp_path / f"s{i}"
-        )
+            "eval", model_dir, "--dataset", "zsre", "--data", ZSRE, "--shard", f"{i}/2", "--out", tmp_path / f"s{i}",
+            "--protocol", "teacher-forced",
+        )  # fmt: skip
         assert res.exit_code == 0, res.output
     (row,) = merge_runs([tmp_path / "s0", tmp_path / "s1"])
     assert row.summary["n"] == 12 and row.shards == "2/2"
     md = run("table", tmp_path / "s0", tmp_path / "s1", "--format", "markdown").output.splitlines()
-    assert md[0] == "| Editor | Efficacy | Paraphrase | Specificity | n |" and len(md) == 3
+    assert md[0] == "| Editor | tf:Efficacy | tf:Paraphrase | tf:Specificity | n |" and len(md) == 3
     m = row.summary["metrics"]["Efficacy"]
     assert md[2].startswith(
         f"| {model_dir} (unedited) | {100 * m['mean']:.1f} ± {50 * (m['ci95'][1] - m['ci95'][0]):.1f} |"
     )
     assert md[2].endswith("| 12 (2/2 shards) |")
     csv = run("table", tmp_path / "s0", tmp_path / "s1", "--format", "csv").output.splitlines()
-    assert csv[0] == "editor,Efficacy,Efficacy_ci95,Paraphrase,Paraphrase_ci95,Specificity,Specificity_ci95,n,shards"
+    assert csv[0] == (
+        "editor,tf:Efficacy,tf:Efficacy_ci95,tf:Paraphrase,tf:Paraphrase_ci95,tf:Specificity,tf:Specificity_ci95,n,shards"
+    )
     assert csv[1].split(",")[1] == f"{100 * m['mean']:.2f}"
     latex = run("table", tmp_path / "s0", tmp_path / "s1", "--format", "latex").output
     assert latex.startswith(r"\begin{tabular}{lrrrr}") and r"$\pm$" in latex
@@ -82,7 +85,7 @@ def test_counterfact_table_has_rome_table_4_columns():
     summary = {"n": 10, "metrics": {k: metric for k in ("S", "ES", "PS", "NS", "GE", "EM", "PM", "NM")}}
     row = Row("rome", "counterfact", summary, "1/1", {})
     md = render([row], "markdown").splitlines()
-    assert md[0] == "| Editor | S | ES | PS | NS | GE | RS | EM | PM | NM | n |"
+    assert md[0] == "| Editor | tf:S | tf:ES | tf:PS | tf:NS | tf:GE | tf:RS | tf:EM | tf:PM | tf:NM | n |"
     assert (
         md[2]
         == "| rome | 50.0 ± 10.0 | 50.0 ± 10.0 | 50.0 ± 10.0 | 50.0 ± 10.0 | 50.0 ± 10.0 | – | "
@@ -107,3 +110,24 @@ def test_eval_errors_are_one_line(model_dir, tmp_path):
     assert res.exit_code == 2 and "known_1000 is for tracing" in res.output
     res = run("eval", model_dir, "--method", "nope", "--dataset", "zsre", "--data", ZSRE, "--out", tmp_path / "m")
     assert res.exit_code == 2 and "unknown method 'nope'" in res.output
+
+
+def test_columns_carry_their_protocol_and_shards_of_two_protocols_do_not_merge(model_dir, tmp_path):
+    common = ("eval", model_dir, "--dataset", "zsre", "--data", ZSRE, "--limit", 4)
+    assert run(*common, "--shard", "0/2", "--out", tmp_path / "a").exit_code == 0
+    res = run(*common, "--shard", "1/2", "--protocol", "teacher-forced", "--out", tmp_path / "b")
+    assert res.exit_code == 0, res.output
+    bad = run("table", tmp_path / "a", tmp_path / "b")
+    assert bad.exit_code == 2 and "different protocols (both, teacher-forced); they do not merge" in bad.output
+    assert run(*common, "--protocol", "generation", "--out", tmp_path / "g").exit_code == 0
+    assert run(*common, "--protocol", "teacher-forced", "--out", tmp_path / "t").exit_code == 0
+    md = run("table", tmp_path / "t", tmp_path / "g", "--format", "markdown").output.splitlines()
+    assert md[0] == (
+        "| Editor | tf:Efficacy | tf:Paraphrase | tf:Specificity | gen:Efficacy | gen:Paraphrase | gen:Specificity "
+        "| gen:Efficacy_contains | gen:Paraphrase_contains | n |"
+    )
+    assert md[2].startswith(f"| {model_dir} (unedited) [teacher-forced] | ") and md[2].count("–") == 5
+    assert md[3].startswith(f"| {model_dir} (unedited) [generation] | –") and md[3].count("–") == 3
+    wrong = run(*common, "--protocol", "sampling", "--out", tmp_path / "x")
+    assert wrong.exit_code == 2
+    assert "unknown protocol 'sampling'; use one of teacher-forced, generation, both" in wrong.output

@@ -1,11 +1,15 @@
-"""Evaluation runs: edit (single, batch or sequential), score, append one JSON line per case, resume after a
-kill, split into shards. A run directory holds config.json, cases.jsonl and summary.json."""
+"""Evaluation runs: edit (single, batch or sequential), score under the teacher-forced and/or generation
+protocol, measure what the edits cost elsewhere (capability), append one JSON line per case, resume after a
+kill, split into shards. A run directory holds config.json, cases.jsonl, summary.json, the unedited model's
+capability (baseline.json) and, for sequential runs with checkpoints, one capability point per edit step
+(steps.jsonl)."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,12 +20,15 @@ import torch
 
 from editkit.errors import EditkitError
 from editkit.evaluate import suites
+from editkit.evaluate.capability import Probe, collapse
 from editkit.evaluate.datasets import Record
-from editkit.evaluate.metrics import summarize
+from editkit.evaluate.generation import decoding
+from editkit.evaluate.metrics import mean_ci, summarize
 from editkit.io import atomic_write_text
 from editkit.requests import EditRequest
 
 MODES = ("single", "batch", "sequential")
+PROTOCOLS = ("teacher-forced", "generation", "both")
 
 
 class Applied(Protocol):
@@ -66,10 +73,24 @@ class EvalConfig:
     generation: bool = True
     gen_length: int = 100
     score_batch_size: int = 64
+    protocol: str = "both"
+    max_new_tokens: int = 20
+    checkpoints: list[int] | None = None
+    capability: bool = True
+    capability_corpus: str | None = None
+    known_facts: str | None = None
+    capability_texts: int = 200
+    capability_facts: int = 200
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise EditkitError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if self.protocol not in PROTOCOLS:
+            raise EditkitError(f"unknown protocol {self.protocol!r}; use one of {', '.join(PROTOCOLS)}")
+        if self.max_new_tokens < 1:
+            raise EditkitError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
+        if self.checkpoints is not None:
+            _check_checkpoints(self.checkpoints, self.mode, self.batch_size)
         if self.batch_size < 1:
             raise EditkitError(f"batch size must be >= 1, got {self.batch_size}")
         if self.mode == "single" and self.batch_size != 1:
@@ -78,7 +99,27 @@ class EvalConfig:
 
     @property
     def options(self) -> suites.ScoreOptions:
-        return suites.ScoreOptions(self.score_batch_size, self.generation, self.gen_length, self.seed)
+        return suites.ScoreOptions(
+            self.score_batch_size, self.generation, self.gen_length, self.seed, self.protocol, self.max_new_tokens
+        )
+
+
+def parse_checkpoints(spec: str) -> list[int]:
+    """'10,50,100' -> [10, 50, 100]."""
+    try:
+        return [int(x) for x in spec.split(",")]
+    except ValueError:
+        raise EditkitError(f"bad checkpoints {spec!r}; write edit counts separated by commas, e.g. 10,50,100") from None
+
+
+def _check_checkpoints(points: list[int], mode: str, batch_size: int) -> None:
+    if mode != "sequential":
+        raise EditkitError("--checkpoints needs --mode sequential (edits that accumulate)")
+    if not points or points != sorted(set(points)) or points[0] < 1:
+        raise EditkitError(f"checkpoints {points} must be increasing edit counts >= 1, e.g. 10,50,100")
+    bad = [c for c in points if c % batch_size]
+    if bad:
+        raise EditkitError(f"checkpoint {bad[0]} is not a multiple of --batch-size {batch_size}; edits come in batches")
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -112,14 +153,17 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def run_config(config: EvalConfig, model, data_file: Path | None) -> dict:
-    """config.json's content: the config plus editkit/library versions, the model and data fingerprints."""
+def run_config(config: EvalConfig, model, data_file: Path | None, probe: Probe | None = None) -> dict:
+    """config.json's content: the config plus the decoding rules, the capability probe, editkit/library
+    versions, the model and data fingerprints."""
     import transformers
 
     import editkit
 
     return {
         **asdict(config),
+        "decoding": decoding(config.max_new_tokens) if config.options.generate else None,
+        "capability_probe": probe.describe() if probe else None,
         "editkit_version": editkit.__version__,
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
@@ -181,11 +225,92 @@ def _chunks(records: list[Record], config: EvalConfig) -> list[list[Record]]:
     return [records[i : i + k] for i in range(0, len(records), k)]
 
 
-def write_summary(out: Path, cases: list[dict], suite: str) -> dict:
-    """summary.json from the case lines, in case_id order."""
-    summary = summarize([c["metrics"] for c in sorted(cases, key=lambda c: c["case_id"])], suite)
+def _rows_of(cases: list[dict], key: str) -> list[dict]:
+    return [c[key] for c in cases if key in c]
+
+
+def summarize_run(cases: list[dict], config: dict, base: dict | None, steps: list[dict] | None = None) -> dict:
+    """summary.json from the case lines (in case_id order): `metrics` (teacher-forced), `generation_metrics`,
+    `capability`; a sequential run with checkpoints adds one such summary per checkpoint, the capability
+    after every edit step (`curve`) and where the model collapsed."""
+    suite = suites.suite_of(config["dataset"])
+    cases = sorted(cases, key=lambda c: c["case_id"])
+    if not cases:
+        raise EditkitError("no cases to summarize; run the evaluation first (editkit eval ...)")
+    head = {"protocol": config.get("protocol", "teacher-forced"), "decoding": config.get("decoding")}
+    if config.get("checkpoints"):
+        groups = {}
+        for c in cases:
+            groups.setdefault(c["checkpoint"], []).append(c)
+        points = [{"edits": k, **_summary(groups[k], suite, base)} for k in sorted(groups)]
+        curve = steps or []
+        found = collapse(curve, base["perplexity"]) if base else None
+        return {**points[-1], **head, "checkpoints": points, "curve": curve, "collapse": found}
+    return {**_summary(cases, suite, base), **head}
+
+
+def _summary(cases: list[dict], suite: str, base: dict | None) -> dict:
+    out = {"n": len(cases)}
+    for key in ("metrics", "generation_metrics"):
+        rows = _rows_of(cases, key)
+        if rows:
+            out[key] = summarize(rows, suite)["metrics"]
+    caps = _rows_of(cases, "capability")
+    if caps and base:
+        kept = [c["retention"] for c in caps if c["retention"] is not None]
+        out["capability"] = {
+            "perplexity_before": base["perplexity"],
+            "perplexity_after": mean_ci([c["perplexity"] for c in caps], (0.0, math.inf)),
+            "retention": mean_ci(kept) if kept else None,
+            "known_facts": sum(base["known"]),
+        }
+    return out
+
+
+def write_summary(out: Path, cases: list[dict], config: dict, base: dict | None, steps=None) -> dict:
+    """Write and return summary.json (see `summarize_run`)."""
+    summary = summarize_run(cases, config, base, steps)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def read_baseline(out: Path) -> dict | None:
+    """The unedited model's capability as a run recorded it (None if it measured none)."""
+    path = Path(out) / "baseline.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _baseline(out: Path, probe: Probe | None, model, tok) -> dict | None:
+    if probe is None:
+        return None
+    base = read_baseline(out)
+    if base is None:
+        base = probe.baseline(model, tok)
+        atomic_write_text(out / "baseline.json", json.dumps(base) + "\n")
+    return base
+
+
+def _score(model, tok, records: list[Record], opts: suites.ScoreOptions, pres: list, refs) -> list[dict]:
+    """Each record's case fields under the run's protocols, on the model as it is now."""
+    parts: list[dict] = [{} for _ in records]
+    if opts.teacher_forced:
+        for p, (m, preds) in zip(parts, suites.evaluate_many(model, tok, records, opts, pres, refs), strict=True):
+            p["metrics"], p["predictions"] = m, preds
+    if opts.generate:
+        for p, (m, texts) in zip(parts, suites.generate_many(model, tok, records, opts, pres), strict=True):
+            p["generation_metrics"], p["generated"] = m, texts
+    return parts
+
+
+def _measure(probe: Probe | None, model, tok, base: dict | None) -> dict | None:
+    return None if probe is None else probe.measure(model, tok, base)
+
+
+def _unchanged(base: dict | None) -> dict | None:
+    """The capability of a model nothing edited: the baseline's (every known fact kept)."""
+    return (
+        None if base is None else {"perplexity": base["perplexity"], "retention": 1.0 if any(base["known"]) else None}
+    )
 
 
 def run_eval(
@@ -199,24 +324,31 @@ def run_eval(
     refs=None,
     data_file: Path | None = None,
     progress: bool = True,
+    probe: Probe | None = None,
 ) -> dict:
     """Evaluate `config.shard` of `records` into run directory `out`; returns the summary.
 
     single: edit each record alone, score, revert. batch: edit `batch_size` records at once, score each,
     revert. sequential: edits accumulate chunk by chunk; each chunk is scored right after it is applied,
     with every earlier edit still in place (on --resume, finished chunks are re-applied without scoring);
-    there, "before the edit" (EasyEdit's locality) means before the chunk's own edit.
+    there, "before the edit" (EasyEdit's locality) means before the chunk's own edit. Sequential with
+    `checkpoints`: after the first c edits, for each checkpoint c, all c records are scored with every
+    edit in place (the edits are never redone from scratch; only on --resume they are re-applied).
+    `probe`: the capability measured after every edit step (perplexity, retention of untouched facts).
     """
     out = Path(out)
-    suite = suites.suite_of(config.dataset)
     mine = shard_records(records, config.shard)
-    _prepare_dir(out, run_config(config, model, data_file), resume)
+    cfg = run_config(config, model, data_file, probe)
+    _prepare_dir(out, cfg, resume)
+    base = _baseline(out, probe, model, tokenizer)
+    if config.checkpoints:
+        return _run_checkpoints(model, tokenizer, mine, config, cfg, out, editor, base, refs, progress, probe)
     log = out / "cases.jsonl"
     cases = read_cases(log, repair=True)
     done = {c["case_id"] for c in cases}
     opts = config.options
     applied: list[Applied] = []
-    with _Progress(len(mine), suites.HEADLINE[suite], enabled=progress) as bar:
+    with _Progress(len(mine), suites.HEADLINE[suites.suite_of(config.dataset)], enabled=progress) as bar:
         bar.add(cases)
         try:
             for chunk in _chunks(mine, config):
@@ -226,20 +358,84 @@ def run_eval(
                 pres = [suites.pre_edit(model, tokenizer, r, opts) for r in chunk]
                 applied.append(editor(model, tokenizer, [r.request() for r in chunk]))
                 # The whole chunk is scored even when resuming part of it: the same batches, the same numbers.
-                results = suites.evaluate_many(model, tokenizer, chunk, opts, pres, refs)
-                for r, (metrics, preds) in zip(chunk, results, strict=True):
+                parts = _score(model, tokenizer, chunk, opts, pres, refs)
+                cap = _measure(probe, model, tokenizer, base) if todo and editor is not no_editor else _unchanged(base)
+                for r, part in zip(chunk, parts, strict=True):
                     if r.case_id in done:
                         continue
-                    case = {"case_id": r.case_id, "subject": r.subject, "metrics": metrics, "predictions": preds}
+                    case = {"case_id": r.case_id, "subject": r.subject, **part}
+                    if cap is not None:
+                        case["capability"] = cap
                     append_case(log, case)
                     cases.append(case)
                     bar.add([case])
                 if config.mode != "sequential":
                     applied.pop().revert(model)
         finally:  # leave the model unedited, also when interrupted
-            for edit in reversed(list({id(e): e for e in applied}.values())):  # an accumulated result once
-                edit.revert(model)
-    return write_summary(out, cases, suite)
+            _revert_all(applied, model)
+    return write_summary(out, cases, cfg, base)
+
+
+def _revert_all(applied: list[Applied], model) -> None:
+    for edit in reversed(list({id(e): e for e in applied}.values())):  # an accumulated result once
+        edit.revert(model)
+
+
+def _run_checkpoints(model, tok, mine, config: EvalConfig, cfg: dict, out: Path, editor, base, refs, progress, probe):
+    """Sequential editing with evaluations along the way (see `run_eval`); resumable: finished
+    checkpoints and steps are kept, the edits before the missing ones re-applied."""
+    points = config.checkpoints
+    if points[-1] > len(mine):
+        raise EditkitError(f"checkpoint {points[-1]} needs {points[-1]} records, but {len(mine)} are selected")
+    log, steps_log = out / "cases.jsonl", out / "steps.jsonl"
+    cases, steps = read_cases(log, repair=True), read_cases(steps_log, repair=True)
+    done = {(c["checkpoint"], c["case_id"]) for c in cases}
+    stepped = {s["edits"] for s in steps}
+    opts = config.options
+    mine = list(mine[: points[-1]])
+
+    def missing(k: int) -> bool:  # work left at edit count k or later
+        late = [c for c in points if c >= k]
+        return any((c, r.case_id) not in done for c in late for r in mine[:c]) or (
+            probe is not None and any(e not in stepped for e in range(k, points[-1] + 1, config.batch_size))
+        )
+
+    applied: list[Applied] = []
+    pres: dict[int, dict | None] = {}
+    edits = 0
+    with _Progress(sum(points), suites.HEADLINE[suites.suite_of(config.dataset)], enabled=progress) as bar:
+        bar.add(cases)
+        try:
+            for chunk in _chunks(mine, config):
+                if not missing(edits + len(chunk)):
+                    break
+                pres.update({r.case_id: suites.pre_edit(model, tok, r, opts) for r in chunk})
+                applied.append(editor(model, tok, [r.request() for r in chunk]))
+                edits += len(chunk)
+                if probe is not None and edits not in stepped:
+                    step = {"edits": edits, **_measure(probe, model, tok, base)}
+                    append_case(steps_log, step)
+                    steps.append(step)
+                if edits not in points:
+                    continue
+                scored = mine[:edits]
+                if all((edits, r.case_id) in done for r in scored):
+                    continue
+                parts = _score(model, tok, scored, opts, [pres[r.case_id] for r in scored], refs)
+                at = next((s for s in steps if s["edits"] == edits), None)
+                cap = {k: v for k, v in at.items() if k != "edits"} if at is not None else None
+                for r, part in zip(scored, parts, strict=True):
+                    if (edits, r.case_id) in done:
+                        continue
+                    case = {"checkpoint": edits, "case_id": r.case_id, "subject": r.subject, **part}
+                    if cap is not None:
+                        case["capability"] = cap
+                    append_case(log, case)
+                    cases.append(case)
+                    bar.add([case])
+        finally:
+            _revert_all(applied, model)
+    return write_summary(out, cases, cfg, base, sorted(steps, key=lambda s: s["edits"]))
 
 
 class _Progress:
@@ -269,7 +465,7 @@ class _Progress:
         for c in cases:
             self.n += 1
             for k in self.sums:
-                self.sums[k] += c["metrics"].get(k, 0.0)
+                self.sums[k] += (c.get("metrics") or c["generation_metrics"]).get(k, 0.0)
         means = "  ".join(f"{k} {s / self.n:.1%}" for k, s in self.sums.items()) if self.n else ""
         self.bar.update(self.task, completed=self.n, description=means)
 
@@ -336,7 +532,27 @@ def run_named(
     editor, config.hparams = make_editor(config.method, bundle, hparams_file, config.model, config.mode == "sequential")
     model, tok, _ = bundle
     refs = _references(config, records, snippets, tfidf)
-    return run_eval(model, tok, records, config, out, editor, resume, refs, data_file, progress)
+    probe = capability_probe(config, data_file, model, tok)
+    return run_eval(model, tok, records, config, out, editor, resume, refs, data_file, progress, probe)
+
+
+def capability_probe(config: EvalConfig, data_file: Path | None, model=None, tokenizer=None) -> Probe | None:
+    """The run's capability probe: the toy world's for toy records (unless a corpus is named), else the
+    texts of `capability_corpus` with the `known_facts` file (default: the shipped known_1000), facts about
+    any subject of the dataset file left out; None when off, or when a non-toy run names no corpus."""
+    from editkit.evaluate import capability
+    from editkit.evaluate.datasets import dataset_path, load_dataset
+
+    if not config.capability:
+        return None
+    n = {"n_texts": config.capability_texts, "n_facts": config.capability_facts, "batch_size": config.score_batch_size}
+    if config.capability_corpus is None:
+        if config.known_facts is not None:
+            raise EditkitError("--known-facts needs --capability-corpus (the texts for perplexity)")
+        return capability.toy_probe(**n) if config.dataset == "toy" else None
+    subjects = {r.request().subject for r in load_dataset(config.dataset, data_file)}
+    facts = str(dataset_path("known_1000", config.known_facts))
+    return capability.corpus_probe(config.capability_corpus, facts, subjects, model, tokenizer, **n)
 
 
 def _references(config: EvalConfig, records, snippets: str | None, tfidf: str | None):
@@ -361,6 +577,8 @@ def compare_methods(bundle, records, methods: Sequence[str], out_root: str | Pat
         editor, hp = make_editor(method, bundle, None, model_name, sequential=False)
         config = EvalConfig(model=model_name, dataset="toy", method=method, hparams=hp, **kw)
         out = Path(out_root) / method
-        run_eval(model, tok, records, config, out, editor, resume=(out / "config.json").exists(), progress=False)
+        probe = capability_probe(config, None, model, tok)
+        resume = (out / "config.json").exists()
+        run_eval(model, tok, records, config, out, editor, resume, progress=False, probe=probe)
         dirs.append(out)
     return dirs

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from editkit.errors import EditkitError
 from editkit.evaluate import metrics as M
 from editkit.evaluate.datasets import CounterFactRecord, EasyEditRecord, Record, ZsreRecord
+from editkit.evaluate.generation import answer_rates, greedy_answers, normalize
 from editkit.evaluate.scoring import generate_texts, score_targets
 from editkit.requests import fill_prompt
 
@@ -21,12 +22,23 @@ HEADLINE = {
 
 @dataclass(frozen=True)
 class ScoreOptions:
-    """How to score: rows per forward pass; generation metrics (GE/RS) on or off, their length and seed."""
+    """How to score: rows per forward pass; generation metrics (GE/RS) on or off, their length and seed;
+    the protocols (teacher-forced, generation or both) and the greedy answers' token limit."""
 
     batch_size: int = 64
     generation: bool = True
     gen_length: int = 100
     seed: int = 0
+    protocol: str = "teacher-forced"
+    max_new_tokens: int = 20
+
+    @property
+    def teacher_forced(self) -> bool:
+        return self.protocol in ("teacher-forced", "both")
+
+    @property
+    def generate(self) -> bool:
+        return self.protocol in ("generation", "both")
 
 
 def suite_of(kind: str) -> str:
@@ -39,15 +51,17 @@ def suite_of(kind: str) -> str:
 
 
 def pre_edit(model, tok, record: Record, opts: ScoreOptions) -> dict | None:
-    """What must be measured before the edit: EasyEdit's locality compares top-1 tokens before and after."""
-    if isinstance(record, EasyEditRecord) and record.locality:
-        prompts, answers = zip(*record.locality, strict=True)
-        return {
-            "locality": [
-                list(s.argmax) for s in score_targets(model, tok, list(prompts), list(answers), opts.batch_size)
-            ]
-        }
-    return None
+    """What must be measured before the edit: EasyEdit's locality compares top-1 tokens (teacher-forced) or
+    greedy answers (generation) before and after."""
+    if not (isinstance(record, EasyEditRecord) and record.locality):
+        return None
+    prompts, answers = (list(x) for x in zip(*record.locality, strict=True))
+    pre = {}
+    if opts.teacher_forced:
+        pre["locality"] = [list(s.argmax) for s in score_targets(model, tok, prompts, answers, opts.batch_size)]
+    if opts.generate:
+        pre["locality_answers"] = greedy_answers(model, tok, prompts, opts.max_new_tokens, opts.batch_size)
+    return pre
 
 
 def rows(record: Record) -> list[tuple[str, str]]:
@@ -152,3 +166,50 @@ def _easyedit(tok, r: EasyEditRecord, scores, pre: dict | None) -> tuple[dict, d
         else:
             metrics[name] = M.prompt_accuracy([x.correct for x in s])
     return metrics, {"top1": preds}
+
+
+# --- the generation protocol ------------------------------------------------------------------------------
+
+
+def generation_groups(record: Record) -> dict[str, list[tuple[str, str]]]:
+    """The (prompt, target) pairs answered by greedy generation, per metric: CounterFact's ES/PS (the new
+    object generated) and NS (the true object still generated); zsRE's and EasyEdit's metrics likewise."""
+    if isinstance(record, CounterFactRecord):
+        return {
+            "ES": [(fill_prompt(record.prompt, record.subject), record.target_new)],
+            "PS": [(p, record.target_new) for p in record.paraphrase_prompts],
+            "NS": [(p, record.target_true) for p in record.neighborhood_prompts],
+        }
+    if isinstance(record, ZsreRecord):
+        return {
+            "Efficacy": [(fill_prompt(record.prompt, record.subject), record.target_new)],
+            "Paraphrase": [(p, record.target_new) for p in record.paraphrase_prompts],
+            "Specificity": [(f"{record.loc}?", record.loc_answer)],
+        }
+    if isinstance(record, EasyEditRecord):
+        return _easyedit_groups(record)
+    raise EditkitError(f"records of type {type(record).__name__} have no edit metrics; use counterfact or zsre")
+
+
+def generate_many(model, tok, records: list[Record], opts: ScoreOptions, pres: list) -> list[tuple[dict, dict]]:
+    """(generation metrics, greedy answers per metric) of each record on the model as it is now; every
+    record's prompts are generated together. A metric X is the share of answers starting with the target
+    and X_contains the share containing it; EasyEdit's Locality is the share of answers unchanged (after
+    normalisation) from before the edit."""
+    groups = [generation_groups(r) for r in records]
+    flat = [row for g in groups for rows in g.values() for row in rows]
+    answers = iter(greedy_answers(model, tok, [p for p, _ in flat], opts.max_new_tokens, opts.batch_size))
+    out = []
+    for g, pre in zip(groups, pres, strict=True):
+        metrics, texts = {}, {}
+        for name, rows in g.items():
+            texts[name] = [next(answers) for _ in rows]
+            if not rows:
+                continue
+            if name == "Locality":
+                same = [normalize(a) == normalize(b) for a, b in zip(texts[name], pre["locality_answers"], strict=True)]
+                metrics[name] = sum(same) / len(same)
+                continue
+            metrics[name], metrics[f"{name}_contains"] = answer_rates(texts[name], [t for _, t in rows])
+        out.append((metrics, {k: v for k, v in texts.items() if v}))
+    return out

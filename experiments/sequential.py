@@ -1,0 +1,118 @@
+"""Sequential editing curves (as "The Mirage of Model Editing"'s WILD deploys edits): ROME, r-ROME, MEMIT in
+batches of 10 and AlphaEdit edit the toy world's CounterFact records one after another, never reverted;
+after 1, 2, 5, 10, 20, 50, 100, 500 and 1000 edits (MEMIT: the multiples of 10) every edit so far is scored
+under both protocols, with perplexity and retention after every edit step. Writes the curves' table into experiments/README.md and a figure.
+
+    OMP_NUM_THREADS=1 python experiments/sequential.py                      # all four, to 1000 edits
+    OMP_NUM_THREADS=1 python experiments/sequential.py --methods rome --checkpoints 10,50 --readme-only
+
+Runs resume (rerun the same command after a kill); --readme-only tables what the runs hold so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from editkit.evaluate.runner import EvalConfig, parse_checkpoints, read_cases, run_named
+from editkit.evaluate.tables import merge_runs
+from editkit.io import atomic_write_text
+
+METHODS = {"rome": 1, "r-rome": 1, "memit": 10, "alphaedit": 1}  # edits per batch
+README = Path(__file__).parent / "README.md"
+BEGIN, END = "<!-- sequential:begin -->", "<!-- sequential:end -->"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="toy")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--checkpoints", default="1,2,5,10,20,50,100,500,1000")
+    p.add_argument("--runs", default="runs/sequential")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--readme-only", action="store_true", help="table the runs as they are; edit nothing")
+    return p.parse_args(argv)
+
+
+def run_dir(args, method: str) -> Path:
+    return Path(args.runs) / f"{Path(args.model).name}-{method}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    points = parse_checkpoints(args.checkpoints)
+    if not args.readme_only:
+        for method in args.methods.split(","):
+            out = run_dir(args, method)
+            mine = [c for c in points if c % METHODS[method] == 0]  # MEMIT's batches of 10: multiples of 10
+            config = EvalConfig(
+                model=args.model, dataset="toy", method=method, mode="sequential", batch_size=METHODS[method],
+                checkpoints=mine, limit=mine[-1], generation=False,
+            )  # fmt: skip
+            print(f"== {method} -> {out}", flush=True)
+            run_named(config, out, resume=(out / "config.json").exists(), device=args.device, progress=False)
+    given = argv if argv is not None else sys.argv[1:]
+    command = "OMP_NUM_THREADS=1 python experiments/sequential.py " + " ".join(given)
+    dirs = [run_dir(args, m) for m in args.methods.split(",") if (run_dir(args, m) / "config.json").exists()]
+    write_readme([progress(d) for d in dirs], command.strip(), dirs)
+
+
+def progress(run: Path) -> dict:
+    """What a (possibly unfinished) sequential run holds: its checkpoints' metrics and its capability steps."""
+    config = json.loads((run / "config.json").read_text())
+    steps = read_cases(run / "steps.jsonl")
+    row = None
+    if read_cases(run / "cases.jsonl"):
+        (row,) = merge_runs([run])
+    points = row.summary.get("checkpoints", []) if row else []
+    complete = [p for p in points if p["n"] == p["edits"]]
+    return {"method": config["method"], "points": complete, "steps": steps, "row": row, "dir": run}
+
+
+def _pct(block: dict | None, metric: str) -> str:
+    return "–" if not block or metric not in block else f"{100 * block[metric]['mean']:.1f}"
+
+
+def table(runs: list[dict]) -> str:
+    """One line per method and checkpoint: both protocols' ES/PS/NS, perplexity, retention."""
+    head = "| method | edits | tf:ES | gen:ES | tf:PS | gen:PS | tf:NS | gen:NS | cap:PPL | cap:retention |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        for p in r["points"]:
+            tf, gen, cap = p.get("metrics"), p.get("generation_metrics"), p.get("capability") or {}
+            ppl = f"{cap['perplexity_before']:.2f} → {cap['perplexity_after']['mean']:.2f}" if cap else "–"
+            ret = f"{100 * cap['retention']['mean']:.1f}" if cap.get("retention") else "–"
+            cells = [_pct(b, m) for m in ("ES", "PS", "NS") for b in (tf, gen)]
+            lines.append(f"| {r['method']} | {p['edits']} | " + " | ".join(cells) + f" | {ppl} | {ret} |")
+    return "\n".join(lines)
+
+
+def write_readme(runs: list[dict], command: str, dirs: list[Path]) -> None:
+    """Replace this script's section of experiments/README.md (or add it), and draw the figure."""
+    reached = ", ".join(f"{r['method']} {r['steps'][-1]['edits'] if r['steps'] else 0} edits" for r in runs)
+    figure = ""
+    drawable = [r["dir"] for r in runs if r["points"]]
+    if drawable:
+        from editkit.evaluate.plots import plot_curves
+
+        path = plot_curves(drawable, Path(__file__).parent / "figures" / "sequential.png")
+        figure = f"\n![sequential curves](figures/{path.name})\n"
+    section = (
+        f"{BEGIN}\n## Sequential editing on the toy model (both protocols, capability)\n\n"
+        f"```\n{command}\n```\n\nReached so far: {reached}.\n\n{table(runs)}\n{figure}\n"
+        "tf: teacher-forced (P(new) > P(true)); gen: the greedy answer starts with the target (NS: with the "
+        "true object); PPL: perplexity on 200 held-out toy lines before → after; retention: share of 200 "
+        "known facts no record edits whose top-1 answer is unchanged.\n"
+        f"{END}"
+    )
+    text = README.read_text() if README.exists() else "# Experiments\n"
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    atomic_write_text(README, text + ("" if text.endswith("\n") else "\n"))
+
+
+if __name__ == "__main__":
+    main()

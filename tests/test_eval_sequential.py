@@ -1,0 +1,132 @@
+"""Sequential editing with checkpoints on the toy model (FT-L, shipped toy hyper-parameters): each
+checkpoint's numbers equal a separate run made to that many edits, a run killed mid-sequence resumes to the
+same curves, collapse is found at the first step past its threshold; perplexity equals a hand computation."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from editkit.errors import EditkitError
+from editkit.evaluate.capability import collapse, perplexity, toy_probe
+from editkit.evaluate.datasets import load_dataset
+from editkit.evaluate.plots import plot_curves
+from editkit.evaluate.runner import EvalConfig, make_editor, model_fingerprint, read_cases, run_eval
+from editkit.models import toy_dir
+
+
+@pytest.fixture(scope="module")
+def records():
+    return load_dataset("toy", toy_dir() / "counterfact.json", limit=3)
+
+
+@pytest.fixture(scope="module")
+def probe():
+    return toy_probe(n_texts=16, n_facts=16)
+
+
+def seq(points, limit, **kw) -> EvalConfig:
+    return EvalConfig(
+        model="toy", dataset="toy", method="ft-l", mode="sequential", checkpoints=points, limit=limit,
+        generation=False, **kw,
+    )  # fmt: skip
+
+
+def run(toy, records, points, out, probe, editor=None, resume=False):
+    editor = editor or make_editor("ft-l", toy, None, "toy", sequential=True)[0]
+    model, tok, _ = toy
+    return run_eval(
+        model, tok, records[: points[-1]], seq(points, points[-1]), out, editor, resume, progress=False, probe=probe
+    )
+
+
+def test_checkpoints_equal_separate_runs_and_resume_gives_the_same_curves(toy, records, probe, tmp_path):
+    before = model_fingerprint(toy[0])
+    full = run(toy, records, [1, 3], tmp_path / "full", probe)
+    assert model_fingerprint(toy[0]) == before  # every edit reverted at the end
+    assert [p["edits"] for p in full["checkpoints"]] == [1, 3] and [p["n"] for p in full["checkpoints"]] == [1, 3]
+    assert [s["edits"] for s in full["curve"]] == [1, 2, 3]
+    assert full["n"] == 3 and {"metrics", "generation_metrics", "capability"} <= set(full)
+    # a separate run to 1 edit, and one to 3: the same numbers as the checkpoints
+    for k, point in zip([1, 3], full["checkpoints"], strict=True):
+        alone = run(toy, records, [k], tmp_path / f"to{k}", probe)
+        assert alone["checkpoints"] == [point]
+        assert alone["curve"] == full["curve"][:k]
+        lines = [c for c in read_cases(tmp_path / "full" / "cases.jsonl") if c["checkpoint"] == k]
+        assert read_cases(tmp_path / f"to{k}" / "cases.jsonl") == lines
+    # killed at its third edit, then resumed: the same files, the same curves
+    editor, calls = make_editor("ft-l", toy, None, "toy", sequential=True)[0], []
+
+    def killed(model, tok, requests):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return editor(model, tok, requests)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(toy, records, [1, 3], tmp_path / "r", probe, editor=killed)
+    assert model_fingerprint(toy[0]) == before
+    assert len(read_cases(tmp_path / "r" / "steps.jsonl")) == 2 and len(read_cases(tmp_path / "r" / "cases.jsonl")) == 1
+    resumed = run(toy, records, [1, 3], tmp_path / "r", probe, resume=True)
+    assert resumed == full
+    for name in ("cases.jsonl", "steps.jsonl"):
+        assert (tmp_path / "r" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
+    png = plot_curves([tmp_path / "full"], tmp_path / "curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpoint_settings_are_checked():
+    with pytest.raises(EditkitError, match="--checkpoints needs --mode sequential"):
+        EvalConfig(model="toy", dataset="toy", checkpoints=[1])
+    with pytest.raises(EditkitError, match="checkpoint 15 is not a multiple of --batch-size 10"):
+        EvalConfig(model="toy", dataset="toy", mode="sequential", batch_size=10, checkpoints=[10, 15])
+    with pytest.raises(EditkitError, match="must be increasing"):
+        EvalConfig(model="toy", dataset="toy", mode="sequential", checkpoints=[5, 2])
+
+
+def test_collapse_is_the_first_step_past_a_threshold():
+    curve = [{"edits": e, "perplexity": p, "retention": r} for e, p, r in [(1, 5, 1.0), (2, 40, 0.9), (3, 60, 0.4)]]
+    assert collapse(curve, 5.0) == {
+        "edit": 3,
+        "reason": "perplexity 60.0 > 10 x 5.0 (unedited); retention 40.0% < 50%",
+    }
+    assert collapse(curve, 3.0)["edit"] == 2
+    assert collapse(curve, 100.0) == {"edit": 3, "reason": "retention 40.0% < 50%"}
+    assert collapse(curve[:2], 5.0) is None
+
+
+def test_perplexity_equals_a_hand_computation(toy):
+    model, tok, _ = toy
+    texts = ["The mother tongue of Leizil Lutrar is Sorilish.", "Tiboth Feigar plays the harp."]
+    nll, count = 0.0, 0
+    for text in texts:  # one forward pass per prefix, the next token's log-probability read off by hand
+        ids = tok(text)["input_ids"]
+        for i in range(1, len(ids)):
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([ids[:i]])).logits[0, -1].double()
+            nll -= float(logits.log_softmax(-1)[ids[i]])
+            count += 1
+    assert perplexity(model, tok, texts, batch_size=2) == pytest.approx(math.exp(nll / count), rel=1e-6)
+    assert perplexity(model, tok, texts[:1], max_len=4) == pytest.approx(
+        perplexity(model, tok, [tok.decode(tok(texts[0])["input_ids"][:4])]), rel=1e-9
+    )
+
+
+def test_summary_and_config_record_protocol_and_decoding(toy, records, probe, tmp_path):
+    model, tok, _ = toy
+    cfg = EvalConfig(model="toy", dataset="toy", generation=False, max_new_tokens=5)
+    summary = run_eval(model, tok, records[:1], cfg, tmp_path / "g", progress=False, probe=probe)
+    config = json.loads((tmp_path / "g" / "config.json").read_text())
+    assert config["protocol"] == summary["protocol"] == "both"
+    assert config["decoding"] == summary["decoding"] and summary["decoding"]["max_new_tokens"] == 5
+    assert "sentence end" in summary["decoding"]["stop"] and config["capability_probe"]["texts"] == 16
+    case = read_cases(tmp_path / "g" / "cases.jsonl")[0]
+    assert set(case["generated"]) == {"ES", "PS", "NS"} and set(case["capability"]) == {"perplexity", "retention"}
+    assert summary["capability"]["perplexity_before"] == summary["capability"]["perplexity_after"]["mean"]
+    assert summary["capability"]["retention"]["mean"] == 1.0  # nothing edited: every known fact kept
+    with pytest.raises(EditkitError, match="has no checkpoints"):
+        plot_curves([tmp_path / "g"], tmp_path / "x.png")
+    only = EvalConfig(model="toy", dataset="toy", generation=False, protocol="teacher-forced")
+    tf = run_eval(model, tok, records[:1], only, tmp_path / "tf", progress=False)
+    assert "generation_metrics" not in tf and tf["decoding"] is None and tf["metrics"] == summary["metrics"]
