@@ -1,13 +1,11 @@
-"""What the locate-then-edit methods share: context prefixes, keys k at the subject's last token, and the
-target value v* (ROME's v, MEMIT's z) found by optimising a residual δ at that token."""
+"""What the locate-then-edit methods share: context prefixes, keys k at the subject's last token, request checks
+(the target value v* / z is in `target.py`)."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from editkit.errors import EditkitError
 from editkit.hooks import Trace
@@ -108,79 +106,6 @@ def frozen(model):
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-
-
-@dataclass
-class Target:
-    """v* = init + delta at `module`'s output, the subject's last token of the bare prompt."""
-
-    init: torch.Tensor
-    delta: torch.Tensor
-    nll: float
-
-    @property
-    def value(self) -> torch.Tensor:
-        return self.init + self.delta
-
-
-def optimise_target(model, tokenizer, module: str, request: EditRequest, prefixes: list[str], hp) -> Target:
-    """ROME's v* / MEMIT's z: Adam on δ added to `module`'s output at the subject's last token, minimising
-    the target's NLL over the prefixed prompts + kl_factor·KL on '{subject} is a' + weight decay, with
-    ‖δ‖ clamped to clamp_norm_factor·‖init‖."""
-    device = next(model.parameters()).device
-    new = target_ids(tokenizer, request.text, request.target_new)
-    rewrite = [encode(tokenizer, fill(p, request)) for p in prefixes]
-    kl_text = f"{request.subject} is a"
-    rows = [r + new[:-1] for r in rewrite] + [encode(tokenizer, kl_text)]
-    look = [subject_last(tokenizer, fill(p, request), request.subject) for p in prefixes]
-    look.append(subject_last(tokenizer, kl_text, request.subject))
-    ids, mask, _ = pad_rows(rows, pad_id(tokenizer))
-    ids, mask = ids.to(device), mask.to(device)
-    at = torch.arange(len(rows), device=device)
-    look_t = torch.tensor(look, device=device)
-    n = len(rewrite)
-    # position of each target token's prediction, per rewriting row
-    pos = torch.tensor([[len(r) - 1 + j for j in range(len(new))] for r in rewrite], device=device)
-    tgt = torch.tensor(new, device=device).expand(n, -1)
-
-    with torch.no_grad(), Trace(model, module) as tr:
-        kl_init = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[n, look[-1]].float(), -1)
-    init = tr[module].output[0, look[0]].detach().float()
-    if not torch.isfinite(init).all():
-        raise EditkitError(
-            f"the output of {module} at {request.subject!r} is not finite (NaN or Inf); check the model's weights"
-        )
-    delta = torch.zeros_like(init, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=hp.v_lr)
-    max_norm = hp.clamp_norm_factor * init.norm()
-
-    def add_delta(out: torch.Tensor, name: str) -> torch.Tensor:
-        out = out.clone()
-        out[at, look_t] += delta.to(out.dtype)
-        return out
-
-    nll = float("nan")
-    with frozen(model):
-        for step in range(hp.v_num_grad_steps):
-            with Trace(model, module, retain_output=False, edit_output=add_delta):
-                logits = model(input_ids=ids, attention_mask=mask).logits.float()
-            logp = torch.log_softmax(logits[:n], -1)
-            nll_t = -logp[torch.arange(n, device=device)[:, None], pos, tgt].mean()
-            kl_logp = torch.log_softmax(logits[n, look[-1]], -1)
-            kl = hp.kl_factor * F.kl_div(kl_init, kl_logp, log_target=True, reduction="sum")  # KL(now ‖ init)
-            loss = nll_t + kl + hp.v_weight_decay * delta.norm() / init.norm() ** 2
-            nll = nll_t.item()
-            if loss.item() < 5e-2 or step == hp.v_num_grad_steps - 1:
-                break
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                if delta.norm() > max_norm:
-                    delta.mul_(max_norm / delta.norm())
-    if not torch.isfinite(delta).all():
-        raise EditkitError(f"optimising the target for {request.subject!r} diverged; lower v_lr (e.g. --set v_lr=0.1)")
-    return Target(init, delta.detach(), nll)
 
 
 def check_requests(tokenizer, requests: list[EditRequest]) -> None:

@@ -11,9 +11,10 @@ from collections.abc import Callable
 
 import torch
 
-from editkit.edit.common import context_prefixes, group_weights, io_at_subject, mean_keys, optimise_target
+from editkit.edit.common import context_prefixes, group_weights, io_at_subject, mean_keys
 from editkit.edit.hparams import MEMITHParams, to_dict
 from editkit.edit.result import Delta, EditResult
+from editkit.edit.target import optimise_targets
 from editkit.requests import EditRequest
 
 #: solve(layer, K [in, n], R [out, n]) -> ΔW [out, in], all float64.
@@ -21,9 +22,10 @@ Solve = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def targets(model, tokenizer, adapter, requests: list[EditRequest], hp, prefixes) -> torch.Tensor:
-    """z per request, `[n, h]`: the block output at the last edited layer that makes the target likely."""
+    """z per request, `[n, h]`: the block output at the last edited layer that makes the target likely (all
+    requests optimised in one batch)."""
     module = adapter.name("block", hp.layers[-1])
-    return torch.stack([optimise_target(model, tokenizer, module, r, prefixes, hp).value for r in requests])
+    return torch.stack([t.value for t in optimise_targets(model, tokenizer, adapter, module, requests, prefixes, hp)])
 
 
 def spread(model, tokenizer, adapter, requests: list[EditRequest], hp, result: EditResult, solve: Solve) -> EditResult:

@@ -7,9 +7,10 @@ u = C⁻¹k̄ / ‖C⁻¹k̄‖ with k̄ the key averaged over context prefixes;
 
 from __future__ import annotations
 
-from editkit.edit.common import context_prefixes, mean_keys, optimise_target
+from editkit.edit.common import context_prefixes, mean_keys
 from editkit.edit.hparams import ROMEHParams, to_dict
 from editkit.edit.result import Delta, EditResult
+from editkit.edit.target import optimise_targets
 from editkit.requests import EditRequest
 
 
@@ -29,7 +30,7 @@ def apply_rome(
 def rome_delta(model, tokenizer, adapter, request: EditRequest, hp: ROMEHParams, stats, layer: int, prefixes):
     """The rank-one Delta for one request at `layer`: key direction u, target v*, then Λ."""
     u, k_bar, out_bar = rome_key(model, tokenizer, adapter, request, hp, stats, layer, prefixes)
-    target = optimise_target(model, tokenizer, adapter.name("mlp_out", layer), request, prefixes, hp)
+    (target,) = optimise_targets(model, tokenizer, adapter, adapter.name("mlp_out", layer), [request], prefixes, hp)
     return rome_update(model, tokenizer, adapter, request, hp, layer, u, target.value, (k_bar, out_bar))
 
 

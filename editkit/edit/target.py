@@ -1,0 +1,234 @@
+"""The target value of the locate-then-edit methods (ROME's v*, MEMIT's z): Adam on a residual δ added to one
+module's output at the subject's last token, for many requests in one batch.
+
+Each request's δ touches only its own rows and the requests' losses are summed, not averaged, so Adam (which
+works per coordinate) moves every δ as it would alone; a request whose loss has converged is frozen and its rows
+leave the batch. What does not depend on δ is computed once: the blocks below the edited module run once per
+batch (their outputs and the arguments the model passes each block are recorded), and the unembedding runs only
+at the positions the loss reads. `cached=False` runs the whole model every step instead (the reference path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from editkit.edit.common import fill, frozen, pad_rows, subject_last
+from editkit.errors import EditkitError
+from editkit.hooks import Trace
+from editkit.models.adapters import get_module
+from editkit.requests import EditRequest
+from editkit.tokens import encode, pad_id, target_ids
+
+#: A request stops once its loss is below this (ROME's and MEMIT's code).
+CONVERGED = 5e-2
+#: Rows × width of one batch: bounds the activations the backward pass keeps.
+BATCH_TOKENS = 4096
+
+
+@dataclass
+class Target:
+    """v* = init + delta at the module's output, the subject's last token of the bare prompt; the NLL of the
+    target when the optimisation stopped and the Adam steps it took."""
+
+    init: torch.Tensor
+    delta: torch.Tensor
+    nll: float
+    steps: int
+
+    @property
+    def value(self) -> torch.Tensor:
+        return self.init + self.delta
+
+
+@dataclass
+class _Rows:
+    """One request's rows: the prefixed prompts followed by the target's tokens, then '{subject} is a' for the
+    KL term; where δ goes in each row; the (row, position, token) triples of the target's NLL."""
+
+    ids: list[list[int]]
+    look: list[int]
+    nll: list[tuple[int, int, int]]
+
+
+def request_rows(tokenizer, request: EditRequest, prefixes: list[str]) -> _Rows:
+    """The rows of one request (the bare prompt '{}' first: v*'s init is read there; the KL row last)."""
+    new = target_ids(tokenizer, request.text, request.target_new)
+    ids, look, nll = [], [], []
+    for p in prefixes:
+        text = fill(p, request)
+        row = encode(tokenizer, text)
+        nll += [(len(ids), len(row) - 1 + j, t) for j, t in enumerate(new)]
+        look.append(subject_last(tokenizer, text, request.subject))
+        ids.append(row + new[:-1])
+    kl_text = f"{request.subject} is a"
+    look.append(subject_last(tokenizer, kl_text, request.subject))
+    ids.append(encode(tokenizer, kl_text))
+    return _Rows(ids, look, nll)
+
+
+class _Batch:
+    """The active requests' rows in one right-padded batch of fixed width, with the indices the loss needs."""
+
+    def __init__(self, parts: list[_Rows], active: list[int], starts: list[int]):
+        rows = [r for i in active for r in range(starts[i], starts[i] + len(parts[i].ids))]
+        self.rows = torch.tensor(rows)  # rows of the full batch
+        self.owner = torch.tensor([j for j, i in enumerate(active) for _ in parts[i].ids])
+        self.look = torch.tensor([x for i in active for x in parts[i].look])
+        offsets = torch.tensor([0] + [len(parts[i].ids) for i in active]).cumsum(0)
+        triples = [(int(offsets[j]) + r, p, t, j) for j, i in enumerate(active) for r, p, t in parts[i].nll]
+        self.nll_row, self.nll_pos, self.nll_tok, self.nll_owner = (torch.tensor(x) for x in zip(*triples, strict=True))
+        self.nll_count = torch.bincount(self.nll_owner, minlength=len(active)).float()
+        self.kl_row = offsets[1:] - 1
+        self.kl_pos = self.look[self.kl_row]
+
+    def reads(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, position) of every logit the loss reads: the NLL's, then each request's KL position."""
+        return torch.cat([self.nll_row, self.kl_row]), torch.cat([self.nll_pos, self.kl_pos])
+
+
+def _take(x, rows: torch.Tensor, n: int):
+    """A recorded block argument restricted to `rows` of a batch of `n`: tensors of two or more dimensions whose
+    leading one is the batch (hidden states, masks) are indexed; the rest (positions, rotary tables) are kept."""
+    if isinstance(x, torch.Tensor) and x.dim() >= 2 and x.shape[0] == n:
+        return x[rows.to(x.device)]
+    if isinstance(x, tuple):
+        return tuple(_take(v, rows, n) for v in x)
+    return x
+
+
+class _Forward:
+    """Logits at the positions the loss reads as a function of the edit `add(out) -> out`, over all or some rows.
+
+    cached: the model runs once without δ, recording what enters the first block that depends on δ and the
+    arguments of every block from there on; each step then runs only those blocks, the final norm and the
+    unembedding at the read positions. Otherwise each step runs the whole model (the reference path)."""
+
+    def __init__(self, model, adapter, module: str, ids: torch.Tensor, mask: torch.Tensor, cached: bool):
+        self.model, self.module, self.ids, self.mask, self.cached = model, module, ids, mask, cached
+        names = adapter.names("block")
+        first = next(i for i, b in enumerate(names) if module == b or module.startswith(b + "."))
+        # δ on a block's output: that block is δ-free too, and δ is added to what enters the next one
+        self.on_block = module == names[first]
+        self.start = first + 1 if self.on_block else first
+        self.blocks = [get_module(model, b) for b in names[self.start :]]
+        self.norm = get_module(model, adapter.final_norm)
+        self.unembed = get_module(model, adapter.unembed)
+        with torch.no_grad(), Trace(model, module) as out:
+            if cached and self.blocks:
+                with Trace(model, names[self.start :], retain_output=False, retain_args=True, stop=True) as calls:
+                    model(input_ids=ids, attention_mask=mask, use_cache=False)
+                self.calls = [(calls[b].args, calls[b].kwargs) for b in names[self.start :]]
+            else:
+                with Trace(model, module, retain_output=False, stop=True):
+                    model(input_ids=ids, attention_mask=mask, use_cache=False)
+                self.calls = []
+        self.output = out[module].output  # the module's output without δ, [R, T, h]
+        self.n = ids.shape[0]
+
+    def logits(self, D: torch.Tensor, batch: _Batch) -> torch.Tensor:
+        """`[reads, vocab]` float logits of `batch`'s rows with row r's δ, `D[owner[r]]`, added at `look[r]`."""
+        device = self.ids.device
+        rows, (read_row, read_pos) = batch.rows.to(device), (x.to(device) for x in batch.reads())
+        at, look, owner = torch.arange(len(rows), device=device), batch.look.to(device), batch.owner.to(device)
+
+        def add(out: torch.Tensor, name: str = "") -> torch.Tensor:
+            out = out.clone()
+            out[at, look] += D[owner].to(out.dtype)
+            return out
+
+        if not self.cached:
+            with Trace(self.model, self.module, retain_output=False, edit_output=add):
+                logits = self.model(input_ids=self.ids[rows], attention_mask=self.mask[rows]).logits
+            return logits.float()[read_row, read_pos]
+        if self.on_block:
+            h = add(self.output[rows])
+        else:
+            args, kwargs = self.calls[0]
+            h = _take(args[0] if args else next(iter(kwargs.values())), rows, self.n)
+        with Trace(self.model, self.module, retain_output=False, edit_output=None if self.on_block else add):
+            for block, (args, kwargs) in zip(self.blocks, self.calls, strict=True):
+                kwargs = {k: _take(v, rows, self.n) for k, v in kwargs.items()}
+                if args:
+                    out = block(h, *_take(args[1:], rows, self.n), **kwargs)
+                else:  # called with keywords only: the first one is the hidden state
+                    out = block(**{**kwargs, next(iter(kwargs)): h})
+                h = out[0] if isinstance(out, tuple) else out
+        return self.unembed(self.norm(h[read_row, read_pos])).float()
+
+
+def optimise_targets(
+    model, tokenizer, adapter, module: str, requests: list[EditRequest], prefixes: list[str], hp, cached: bool = True
+) -> list[Target]:
+    """v* / z for each request: Adam on δ added to `module`'s output at the subject's last token, minimising the
+    target's NLL over the prefixed prompts + kl_factor·KL on '{subject} is a' + weight decay, with ‖δ‖ clamped
+    to clamp_norm_factor·‖init‖. Requests are batched up to BATCH_TOKENS tokens; each result is the one the
+    request would get alone."""
+    parts = [request_rows(tokenizer, r, prefixes) for r in requests]
+    chunks, rows, width = [[]], 0, 0
+    for i, p in enumerate(parts):
+        rows, width = rows + len(p.ids), max(width, *map(len, p.ids))
+        if chunks[-1] and rows * width > BATCH_TOKENS:
+            chunks.append([])
+            rows, width = len(p.ids), max(map(len, p.ids))
+        chunks[-1].append(i)
+    out = []
+    for c in chunks:
+        out += _optimise(model, tokenizer, adapter, module, [requests[i] for i in c], [parts[i] for i in c], hp, cached)
+    return out
+
+
+def _optimise(model, tokenizer, adapter, module, requests, parts: list[_Rows], hp, cached: bool) -> list[Target]:
+    device = next(model.parameters()).device
+    ids, mask, _ = pad_rows([r for p in parts for r in p.ids], pad_id(tokenizer))
+    starts = torch.tensor([0] + [len(p.ids) for p in parts]).cumsum(0).tolist()
+    forward = _Forward(model, adapter, module, ids.to(device), mask.to(device), cached)
+    inits = torch.stack([forward.output[s, p.look[0]] for s, p in zip(starts, parts, strict=False)]).detach().float()
+    deltas = [torch.zeros_like(x, requires_grad=True) for x in inits]
+    opt = torch.optim.Adam(deltas, lr=hp.v_lr)
+    init_norm = inits.norm(dim=-1)
+    max_norm = hp.clamp_norm_factor * init_norm
+    results: list[Target | None] = [None] * len(parts)
+    active, batch, kl_init = list(range(len(parts))), None, None
+    with frozen(model):
+        for step in range(hp.v_num_grad_steps):
+            if batch is None:
+                batch = _Batch(parts, active, starts)
+            D = torch.stack([deltas[i] for i in active])
+            logp = torch.log_softmax(forward.logits(D, batch), -1)
+            n_nll = len(batch.nll_row)
+            terms = -logp[torch.arange(n_nll, device=device), batch.nll_tok.to(device)]
+            nll = torch.zeros(len(active), device=device).index_add(0, batch.nll_owner.to(device), terms)
+            nll = nll / batch.nll_count.to(device)
+            kl_logp = logp[n_nll:]
+            if kl_init is None:  # step 0 has δ = 0: the unedited model's distribution
+                kl_init = kl_logp.detach()
+            idx = torch.tensor(active, device=device)
+            kl = F.kl_div(kl_init[idx], kl_logp, log_target=True, reduction="none").sum(-1)  # KL(now ‖ init)
+            loss = nll + hp.kl_factor * kl + hp.v_weight_decay * D.norm(dim=-1) / init_norm[idx] ** 2
+            values = loss.detach().tolist()
+            done = [j for j, v in enumerate(values) if v < CONVERGED or step == hp.v_num_grad_steps - 1]
+            for j in done:
+                i = active[j]
+                results[i] = Target(inits[i], deltas[i].detach(), nll[j].item(), step)
+            keep = [j for j in range(len(active)) if j not in done]
+            if not keep:
+                break
+            opt.zero_grad()
+            loss[keep].sum().backward()
+            for j in done:
+                deltas[active[j]].grad = None
+            opt.step()
+            active = [active[j] for j in keep]
+            with torch.no_grad():
+                for i in active:
+                    if deltas[i].norm() > max_norm[i]:
+                        deltas[i].mul_(max_norm[i] / deltas[i].norm())
+            if done:
+                batch = None
+    for r, t in zip(requests, results, strict=True):
+        if not torch.isfinite(t.delta).all():
+            raise EditkitError(f"optimising the target for {r.subject!r} diverged; lower v_lr (e.g. --set v_lr=0.1)")
+    return results

@@ -1,0 +1,89 @@
+"""The target optimisation (v* / z): the cached path (blocks below the edited module run once, logits only where
+the loss reads) gives the reference path's δ on tiny models of every family, and a batch of requests gives what
+each request gets alone, including requests that converge and leave the batch at different steps."""
+
+import pytest
+import torch
+
+from editkit.edit import Stats
+from editkit.edit.common import context_prefixes
+from editkit.edit.rome import rome_key, rome_update
+from editkit.edit.target import optimise_targets
+from editkit.models import adapter_for
+from editkit.requests import EditRequest
+from tests.conftest import tiny_model
+from tests.edit_fixtures import TINY_REQUEST, tiny_corpus, tiny_hparams, word_tokenizer
+
+REQUESTS = [
+    EditRequest(**TINY_REQUEST),
+    EditRequest("we saw {}", "Ann Lee", "harp"),
+    EditRequest("I saw {}", "Ann Lee", "Rome"),
+    EditRequest("the cat of {}", "Bob Smith", "violin"),
+]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return word_tokenizer()
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def _hp(steps: int = 12):
+    hp = tiny_hparams("memit", "unused")
+    hp.v_num_grad_steps = steps
+    return hp
+
+
+@pytest.mark.parametrize("kind,layer", [("mlp_out", 0), ("block", 0), ("block", -1)])
+def test_cached_path_equals_reference(family, kind, layer, tok):
+    model = tiny_model(family)
+    adapter = adapter_for(model)
+    hp = _hp()
+    prefixes = context_prefixes(model, tok, hp.context_templates, hp.seed)
+    module = adapter.name(kind, layer)
+    fast = optimise_targets(model, tok, adapter, module, REQUESTS[:2], prefixes, hp)
+    for request, got in zip(REQUESTS[:2], fast, strict=True):
+        (ref,) = optimise_targets(model, tok, adapter, module, [request], prefixes, hp, cached=False)
+        assert got.steps == ref.steps
+        assert torch.equal(got.init, ref.init)
+        assert ref.delta.norm() > 0.1 * ref.init.norm()  # the optimisation moved
+        assert _rel(got.delta, ref.delta) <= 1e-5
+        assert got.nll == pytest.approx(ref.nll, rel=1e-4)
+
+
+@pytest.mark.parametrize("kind,layer", [("mlp_out", 0), ("block", 1)])
+def test_batch_equals_one_at_a_time_with_early_stops(kind, layer, tok):
+    model = tiny_model("llama")
+    with torch.no_grad():  # sharper logits than a random init's, so that some requests can converge
+        model.get_output_embeddings().weight.mul_(30)
+    adapter = adapter_for(model)
+    hp = _hp(steps=60)
+    prefixes = context_prefixes(model, tok, hp.context_templates, hp.seed)
+    module = adapter.name(kind, layer)
+    batched = optimise_targets(model, tok, adapter, module, REQUESTS, prefixes, hp)
+    alone = [optimise_targets(model, tok, adapter, module, [r], prefixes, hp)[0] for r in REQUESTS]
+    steps = [t.steps for t in alone]
+    assert len(set(steps)) > 1 and min(steps) < hp.v_num_grad_steps - 1  # some stop early, at different steps
+    assert [t.steps for t in batched] == steps
+    for b, a in zip(batched, alone, strict=True):
+        assert _rel(b.delta, a.delta) <= 1e-5
+
+
+def test_rome_delta_w_cached_equals_reference(tok, tmp_path):
+    model = tiny_model("gpt_neox")
+    adapter = adapter_for(model)
+    hp = tiny_hparams("rome", tiny_corpus(tmp_path / "corpus.txt"))
+    stats = Stats(model, tok, adapter, hp.mom2_corpus, 3000, cache_dir=tmp_path)
+    prefixes = context_prefixes(model, tok, hp.context_templates, hp.seed)
+    request, layer = REQUESTS[0], 0
+    u, k_bar, out_bar = rome_key(model, tok, adapter, request, hp, stats, layer, prefixes)
+    module = adapter.name("mlp_out", layer)
+    dW = []
+    for cached in (True, False):
+        (target,) = optimise_targets(model, tok, adapter, module, [request], prefixes, hp, cached=cached)
+        dW.append(rome_update(model, tok, adapter, request, hp, layer, u, target.value, (k_bar, out_bar)).matrix())
+    assert dW[1].norm() > 0
+    assert _rel(dW[0], dW[1]) <= 1e-5
