@@ -55,9 +55,19 @@ def cli_errors(fn):
 
 
 @app.callback()
-def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False) -> None:
+@cli_errors
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="Torch threads (default: $EDITKIT_THREADS, else the cores not busy with other work)."),
+    ] = None,
+) -> None:
     """editkit: locate facts in language models (causal tracing, SAEs) and edit them (ROME, MEMIT, AlphaEdit)."""
+    from editkit.threads import set_threads
+
     _state["debug"] = debug
+    set_threads(threads)
 
 
 def _print_json(obj) -> None:

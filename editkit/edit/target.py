@@ -19,6 +19,7 @@ from editkit.edit.common import fill, frozen, pad_rows, subject_last
 from editkit.errors import EditkitError
 from editkit.hooks import Trace
 from editkit.models.adapters import get_module
+from editkit.models.cache import cache_kwarg, layer_kv, new_cache
 from editkit.requests import EditRequest
 from editkit.tokens import encode, pad_id, target_ids
 
@@ -89,24 +90,32 @@ class _Batch:
         return torch.cat([self.nll_row, self.kl_row]), torch.cat([self.nll_pos, self.kl_pos])
 
 
-def _take(x, rows: torch.Tensor, n: int):
+def _take(x, rows: torch.Tensor, n: int, cache=None):
     """A recorded block argument restricted to `rows` of a batch of `n`: tensors of two or more dimensions whose
-    leading one is the batch (hidden states, masks) are indexed; the rest (positions, rotary tables) are kept."""
+    leading one is the batch (hidden states, masks, positions) are indexed, a KV cache is replaced by `cache`,
+    the rest is kept."""
+    from transformers.cache_utils import Cache
+
+    if isinstance(x, Cache):
+        return cache
     if isinstance(x, torch.Tensor) and x.dim() >= 2 and x.shape[0] == n:
         return x[rows.to(x.device)]
     if isinstance(x, tuple):
-        return tuple(_take(v, rows, n) for v in x)
+        return tuple(_take(v, rows, n, cache) for v in x)
     return x
 
 
 class _Forward:
-    """Logits at the positions the loss reads as a function of the edit `add(out) -> out`, over all or some rows.
+    """Logits at the positions the loss reads, as a function of the δ of each row, over all or some rows.
 
-    cached: the model runs once without δ, recording what enters the first block that depends on δ and the
-    arguments of every block from there on; each step then runs only those blocks, the final norm and the
-    unembedding at the read positions. Otherwise each step runs the whole model (the reference path)."""
+    cached: nothing before a row's δ position (attention is causal) and nothing below the first block that
+    depends on δ changes with δ. So the model runs once without δ, keeping the keys and values of every row's
+    tokens before its δ position, the hidden states entering that first block, and (from a run of the model on
+    the later tokens over that cache) the arguments it passes each block from there on. Each step then runs only
+    those blocks, on each row's tokens from its δ position on, and the final norm and unembedding only at the
+    read positions. Otherwise each step runs the whole model on the whole rows (the reference path)."""
 
-    def __init__(self, model, adapter, module: str, ids: torch.Tensor, mask: torch.Tensor, cached: bool):
+    def __init__(self, model, adapter, module: str, ids: torch.Tensor, mask: torch.Tensor, look, cached: bool):
         self.model, self.module, self.ids, self.mask, self.cached = model, module, ids, mask, cached
         names = adapter.names("block")
         first = next(i for i, b in enumerate(names) if module == b or module.startswith(b + "."))
@@ -116,23 +125,56 @@ class _Forward:
         self.blocks = [get_module(model, b) for b in names[self.start :]]
         self.norm = get_module(model, adapter.final_norm)
         self.unembed = get_module(model, adapter.unembed)
-        with torch.no_grad(), Trace(model, module) as out:
-            if cached and self.blocks:
-                with Trace(model, names[self.start :], retain_output=False, retain_args=True, stop=True) as calls:
-                    model(input_ids=ids, attention_mask=mask, use_cache=False)
-                self.calls = [(calls[b].args, calls[b].kwargs) for b in names[self.start :]]
-            else:
-                with Trace(model, module, retain_output=False, stop=True):
-                    model(input_ids=ids, attention_mask=mask, use_cache=False)
-                self.calls = []
-        self.output = out[module].output  # the module's output without δ, [R, T, h]
-        self.n = ids.shape[0]
+        self.n, device = ids.shape[0], ids.device
+        if not cached:
+            with torch.no_grad(), Trace(model, module, stop=True) as out:
+                model(input_ids=ids, attention_mask=mask, use_cache=False)
+            self.output = out[module].output  # the module's output without δ, [R, T, h]
+            self.unedited = self.output[torch.arange(self.n, device=device), look]
+            return
+        # each row's tokens from its δ position on, as a suffix at slots [P, P + S) behind P cached slots
+        lengths = mask.sum(1)
+        P, S = int(look.max()), int((lengths - look).max())
+        at = torch.arange(S, device=device)
+        self.positions = (look[:, None] + at).clamp(max=ids.shape[1] - 1)  # [R, S]
+        rows = torch.arange(self.n, device=device)[:, None]
+        cache = new_cache()
+        entry = names[self.start] if self.blocks else adapter.final_norm
+        with (
+            torch.no_grad(),
+            Trace(model, module) as out,
+            Trace(model, entry, retain_input=True, retain_output=False) as inp,
+            Trace(model, names[-1], retain_output=False, stop=True),
+        ):
+            model(input_ids=ids, attention_mask=mask, use_cache=True, **{cache_kwarg(model): cache})
+        self.output = out[module].output[rows, self.positions]
+        self.h = inp[entry].input[rows, self.positions] if self.blocks else None
+        self.unedited = self.output[:, 0]  # the module's output at each row's δ position
+        self.kv = {i: tuple(x[:, :, :P] for x in layer_kv(cache, i)) for i in range(len(names))}
+        # the suffix's slots: cached slots before the row's δ position, then its own tokens
+        suffix_mask = torch.cat([torch.arange(P, device=device) < look[:, None], at < (lengths - look)[:, None]], 1)
+        self.calls = []
+        if self.blocks:
+            with (
+                torch.no_grad(),
+                Trace(model, names[self.start :], retain_args=True, retain_output=False, stop=True) as tr,
+            ):
+                model(
+                    input_ids=ids[rows, self.positions],
+                    attention_mask=suffix_mask.long(),
+                    position_ids=self.positions,
+                    use_cache=True,
+                    **{cache_kwarg(model): new_cache(self.kv)},
+                )
+            self.calls = [(tr[b].args, tr[b].kwargs) for b in names[self.start :]]
 
     def logits(self, D: torch.Tensor, batch: _Batch) -> torch.Tensor:
         """`[reads, vocab]` float logits of `batch`'s rows with row r's δ, `D[owner[r]]`, added at `look[r]`."""
         device = self.ids.device
         rows, (read_row, read_pos) = batch.rows.to(device), (x.to(device) for x in batch.reads())
-        at, look, owner = torch.arange(len(rows), device=device), batch.look.to(device), batch.owner.to(device)
+        at, owner = torch.arange(len(rows), device=device), batch.owner.to(device)
+        # in the cached path each row starts at its δ position
+        look = torch.zeros_like(at) if self.cached else batch.look.to(device)
 
         def add(out: torch.Tensor, name: str = "") -> torch.Tensor:
             out = out.clone()
@@ -143,16 +185,14 @@ class _Forward:
             with Trace(self.model, self.module, retain_output=False, edit_output=add):
                 logits = self.model(input_ids=self.ids[rows], attention_mask=self.mask[rows]).logits
             return logits.float()[read_row, read_pos]
-        if self.on_block:
-            h = add(self.output[rows])
-        else:
-            args, kwargs = self.calls[0]
-            h = _take(args[0] if args else next(iter(kwargs.values())), rows, self.n)
+        read_pos = read_pos - batch.look.to(device)[read_row]
+        h = add(self.output[rows]) if self.on_block else self.h[rows]
+        cache = new_cache({i: (k[rows], v[rows]) for i, (k, v) in self.kv.items() if i >= self.start})
         with Trace(self.model, self.module, retain_output=False, edit_output=None if self.on_block else add):
             for block, (args, kwargs) in zip(self.blocks, self.calls, strict=True):
-                kwargs = {k: _take(v, rows, self.n) for k, v in kwargs.items()}
+                kwargs = {k: _take(v, rows, self.n, cache) for k, v in kwargs.items()}
                 if args:
-                    out = block(h, *_take(args[1:], rows, self.n), **kwargs)
+                    out = block(h, *_take(args[1:], rows, self.n, cache), **kwargs)
                 else:  # called with keywords only: the first one is the hidden state
                     out = block(**{**kwargs, next(iter(kwargs)): h})
                 h = out[0] if isinstance(out, tuple) else out
@@ -184,8 +224,14 @@ def _optimise(model, tokenizer, adapter, module, requests, parts: list[_Rows], h
     device = next(model.parameters()).device
     ids, mask, _ = pad_rows([r for p in parts for r in p.ids], pad_id(tokenizer))
     starts = torch.tensor([0] + [len(p.ids) for p in parts]).cumsum(0).tolist()
-    forward = _Forward(model, adapter, module, ids.to(device), mask.to(device), cached)
-    inits = torch.stack([forward.output[s, p.look[0]] for s, p in zip(starts, parts, strict=False)]).detach().float()
+    look = torch.tensor([x for p in parts for x in p.look], device=device)
+    forward = _Forward(model, adapter, module, ids.to(device), mask.to(device), look, cached)
+    inits = forward.unedited[starts[:-1]].detach().float()  # at each request's bare prompt (its first row)
+    for r, x in zip(requests, inits, strict=True):
+        if not torch.isfinite(x).all():
+            raise EditkitError(
+                f"the output of {module} at {r.subject!r} is not finite (NaN or Inf); check the model's weights"
+            )
     deltas = [torch.zeros_like(x, requires_grad=True) for x in inits]
     opt = torch.optim.Adam(deltas, lr=hp.v_lr)
     init_norm = inits.norm(dim=-1)

@@ -26,6 +26,7 @@ import torch
 from editkit.errors import EditkitError
 from editkit.hooks import Trace
 from editkit.models import Adapter, get_module
+from editkit.models.cache import cache_kwarg, layer_kv, new_cache
 from editkit.requests import fill_prompt
 from editkit.tokens import encode, subject_span, target_ids
 
@@ -274,27 +275,6 @@ def _expand(x, rows: int, cache):
     return x
 
 
-def _cache_kwarg(model) -> str:
-    """The forward argument that takes a KV cache: `cache` in newer transformers, `past_key_values` before."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _full_cache():
-    """A KV cache that keeps every token at every layer (built without the config, it has no sliding-window
-    layers, which would drop all but the last window of keys); sliding-window masks still apply."""
-    from transformers.cache_utils import DynamicCache
-
-    return DynamicCache()
-
-
-def _layer_kv(cache, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-    if hasattr(cache, "layers"):
-        return cache.layers[i].keys, cache.layers[i].values
-    return cache.key_cache[i], cache.value_cache[i]
-
-
 def _tile(x: torch.Tensor, n: int) -> torch.Tensor:
     """`[S, ...]` -> `[n*S, ...]`: the S samples once for each of n restorations."""
     return x.repeat(n, *([1] * (x.dim() - 1)))
@@ -321,7 +301,7 @@ class _Replay:
         `copies[i]` times over (0: only the first sample, for a batch of one)."""
         if t == 0:
             return None
-        cache = _full_cache()
+        cache = new_cache()
         for i, (k, v) in enumerate(self.kv):
             k, v = (k[:1], v[:1]) if copies[i] == 0 else (_tile(k, copies[i]), _tile(v, copies[i]))
             cache.update(k[:, :, :t], v[:, :, :t], i)
@@ -333,7 +313,7 @@ class _Replay:
             a, model = self.case.adapter, self.case.model
             zero = self.cache(t, [0] * a.n_layers)
             with torch.no_grad(), Trace(model, a.names("block"), retain_args=True, stop=True) as tr:
-                model(input_ids=self.case.ids[:, t:], **{_cache_kwarg(model): zero})
+                model(input_ids=self.case.ids[:, t:], **{cache_kwarg(model): zero})
             self.calls[t] = [(tr[n].args, tr[n].kwargs) for n in a.names("block")]
         return self.calls[t]
 
@@ -379,12 +359,12 @@ def _fast_runs(case: _Case, kinds: Sequence[str], sever: str | None) -> tuple[di
     rows = case.ids.expand(case.samples, -1)
     with Trace(case.model, [a.embed, *names], clone=True, edit_output=_only(a.embed, case.corrupt(0))) as corr:
         with Trace(case.model, a.names("block"), retain_input=True, retain_output=False) as corr_in:
-            cache = _full_cache()
-            out = case.model(input_ids=rows, use_cache=True, **{_cache_kwarg(case.model): cache})
+            cache = new_cache()
+            out = case.model(input_ids=rows, use_cache=True, **{cache_kwarg(case.model): cache})
     states = {"clean": {n: clean[n].output[0] for n in names}, "corrupted": {n: corr[n].output for n in names}}
     states["block_input"] = [corr_in[n].input for n in a.names("block")]
     states["corrupted_score"] = case.answer_prob(out.logits[:, -1]).mean().item()
-    kv = [_layer_kv(cache, i) for i in range(a.n_layers)]
+    kv = [layer_kv(cache, i) for i in range(a.n_layers)]
     return states, _Replay(case, kv, [(calls[n].args, calls[n].kwargs) for n in a.names("block")])
 
 

@@ -1,14 +1,18 @@
-"""Edit benchmark on the toy model (statistics cached first):
+"""Edit benchmark: where the time of a ROME edit and of a MEMIT batch goes, and the v*/z speed-up.
 
-- ROME: time of one edit split into key (k̄ and u = C⁻¹k̄), value optimisation (v*) and update (Λ, write);
-- MEMIT with 10, 100 and 1000 requests in one batch: seconds per request must not grow with the batch.
+- profile: one step of the previous v*/z path (the whole model each step), split into the forward below the
+  first block that depends on δ, the forward from there up, the final norm + unembedding + loss, and the
+  backward pass; and the share of an edit spent in the key (k̄, C⁻¹k̄), the target, and the update / solve;
+- ROME: seconds per edit by the previous path (each step runs the whole model) over the new one (blocks below
+  the edited layer once, logits only where the loss reads), same process, same hyper-parameters, and the
+  relative difference of their ΔW;
+- MEMIT: seconds per request for batches of `--sizes` (targets optimised in one batch), and the previous path
+  (one request at a time, the whole model each step) at `--old-size` requests, with the ΔW difference.
 
-    python experiments/bench/bench_edit.py [--sizes 10,100,1000] [--threads 1] [--set v_num_grad_steps=10]
+    python experiments/bench/bench_edit.py [--model toy|smollm2-135m|PATH] [--sizes 10,100,1000] [--old-size 10]
+        [--memit-hparams FILE] [--set key=value] [--threads 1]
 
-`--set` overrides MEMIT's toy hyper-parameters (ROME keeps the shipped ones): fewer z steps keep the
-1000-request run short on a CPU without changing what scales with the batch (keys, the solve, the write).
-
-Last line: JSON.
+`--set` overrides MEMIT's hyper-parameters (ROME keeps the shipped ones). Last line: JSON.
 """
 
 from __future__ import annotations
@@ -16,73 +20,233 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import ExitStack, contextmanager
 
 import torch
 
-from editkit.edit import edit, load_hparams
-from editkit.edit.common import context_prefixes, optimise_target
-from editkit.edit.result import EditResult
+import editkit.edit.memit
+import editkit.edit.rome
+from editkit.edit import edit, load_hparams, needs_stats
+from editkit.edit.common import context_prefixes, frozen, pad_rows
 from editkit.edit.rome import rome_key, rome_update
 from editkit.edit.run import make_stats
+from editkit.edit.target import optimise_targets, request_rows
+from editkit.hooks import Trace
 from editkit.models import load_model, toy_dir
 from editkit.requests import load_requests
+from editkit.tokens import pad_id
 
 
-def rome_split(model, tok, adapter, request, hp, stats) -> dict[str, float]:
-    """One ROME edit, timed by stage: key (k̄, u), value (v*), update (Λ and the write)."""
-    layer = hp.layers[0]
+@contextmanager
+def previous_path():
+    """The code path before the speed-up: each request's target alone, the whole model run every step."""
+
+    def reference(model, tok, adapter, module, requests, prefixes, hp, cached=True):
+        return [t for r in requests for t in optimise_targets(model, tok, adapter, module, [r], prefixes, hp, False)]
+
+    saved = editkit.edit.rome.optimise_targets, editkit.edit.memit.optimise_targets
+    editkit.edit.rome.optimise_targets = editkit.edit.memit.optimise_targets = reference
+    try:
+        yield
+    finally:
+        editkit.edit.rome.optimise_targets, editkit.edit.memit.optimise_targets = saved
+
+
+def step_profile(model, tok, adapter, module: str, request, prefixes, hp, repeats: int = 3) -> dict[str, float]:
+    """Seconds of one step of the previous path, by part (min over `repeats`): forward below the first block
+    that depends on δ, forward from it up to the final norm, final norm + unembedding + loss, backward."""
+    device = next(model.parameters()).device
+    rows = request_rows(tok, request, prefixes)
+    ids, mask, _ = pad_rows(rows.ids, pad_id(tok))
+    ids, mask = ids.to(device), mask.to(device)
+    names = adapter.names("block")
+    first = next(i for i, b in enumerate(names) if module == b or module.startswith(b + "."))
+    start = first + 1 if module == names[first] else first
+    stamps: dict[str, float] = {}
+
+    def stamp(key):
+        def fn(x, name):
+            stamps[key] = time.perf_counter()
+            return x
+
+        return fn
+
+    at, look = torch.arange(len(rows.ids), device=device), torch.tensor(rows.look, device=device)
+    best: dict[str, float] = {}
+    with frozen(model):
+        for _ in range(repeats):
+            delta = torch.zeros(adapter.hidden_size, requires_grad=True)  # blocks and mlp_out write the residual
+
+            def add(out, name, delta=delta):
+                out = out.clone()
+                out[at, look] += delta
+                return out
+
+            with ExitStack() as stack:
+                stack.enter_context(Trace(model, module, retain_output=False, edit_output=add))
+                if start < len(names):
+                    stack.enter_context(Trace(model, names[start], retain_output=False, edit_input=stamp("above")))
+                stack.enter_context(Trace(model, adapter.final_norm, retain_output=False, edit_input=stamp("norm")))
+                t0 = time.perf_counter()
+                logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            r, p, t = (torch.tensor(x, device=device) for x in zip(*rows.nll, strict=True))
+            loss = -torch.log_softmax(logits, -1)[r, p, t].mean()
+            t_loss = time.perf_counter()
+            loss.backward()
+            t_back = time.perf_counter()
+            above = stamps.get("above", stamps["norm"])
+            split = {
+                "below": above - t0,
+                "above": stamps["norm"] - above,
+                "unembed": t_loss - stamps["norm"],
+                "backward": t_back - t_loss,
+            }
+            best = {k: min(v, best.get(k, v)) for k, v in split.items()}
+    return best
+
+
+def fractions(parts: dict[str, float]) -> dict[str, float]:
+    total = sum(parts.values())
+    return {k: round(v / total, 3) for k, v in parts.items()}
+
+
+def rome_parts(model, tok, adapter, request, hp, stats) -> dict[str, float]:
+    """One ROME edit (new path), timed by stage: key (k̄, C⁻¹k̄), target (v*), update (Λ)."""
+    layer = adapter.layer(hp.layers[0])
     t0 = time.perf_counter()
     prefixes = context_prefixes(model, tok, hp.context_templates, hp.seed)
     u, k_bar, out_bar = rome_key(model, tok, adapter, request, hp, stats, layer, prefixes)
     t1 = time.perf_counter()
-    target = optimise_target(model, tok, adapter.name("mlp_out", layer), request, prefixes, hp)
+    (target,) = optimise_targets(model, tok, adapter, adapter.name("mlp_out", layer), [request], prefixes, hp)
     t2 = time.perf_counter()
-    result = EditResult("rome", {})
-    result.push(model, rome_update(model, tok, adapter, request, hp, layer, u, target.value, (k_bar, out_bar)))
-    t3 = time.perf_counter()
-    result.seal(model).revert(model)
-    return {"key_s": t1 - t0, "value_s": t2 - t1, "update_s": t3 - t2}
+    rome_update(model, tok, adapter, request, hp, layer, u, target.value, (k_bar, out_bar))
+    return {"key": t1 - t0, "target": t2 - t1, "update": time.perf_counter() - t2}
+
+
+def memit_parts(model, tok, adapter, requests, hp, stats) -> dict[str, float]:
+    """One MEMIT batch (new path), timed by stage: targets (z), then keys + solves + writes over the layers."""
+    from editkit.edit.memit import apply_memit
+
+    t0 = time.perf_counter()
+    result = apply_memit(model, tok, adapter, requests, hp, stats)
+    total = time.perf_counter() - t0
+    result.revert(model)
+    prefixes = context_prefixes(model, tok, hp.context_templates, hp.seed)
+    t1 = time.perf_counter()
+    optimise_targets(model, tok, adapter, adapter.name("block", hp.layers[-1]), requests, prefixes, hp)
+    z = time.perf_counter() - t1
+    return {"target": z, "keys_solve_write": max(total - z, 0.0)}
+
+
+def timed_edit(model, tok, adapter, requests, method, hp, stats):
+    t = time.perf_counter()
+    result = edit(model, tok, adapter, requests, method, hp, stats)
+    seconds = time.perf_counter() - t
+    result.revert(model)
+    return seconds, result
+
+
+def rel_diff(a, b) -> float:
+    num = sum(float((x.matrix().double() - y.matrix().double()).norm() ** 2) for x, y in zip(a, b, strict=True))
+    den = sum(float(y.matrix().double().norm() ** 2) for y in b)
+    return (num / den) ** 0.5
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
+    p.add_argument("--model", default="toy", help="toy, a named model (smollm2-135m) or a model directory")
+    p.add_argument("--records", default=None, help="CounterFact-style file (default: the toy world's)")
     p.add_argument("--sizes", default="10,100,1000")
+    p.add_argument("--old-size", type=int, default=10, help="MEMIT batch size for the previous path")
+    p.add_argument("--rome-hparams", default=None, help="ROME hparams file (default: shipped for --model)")
+    p.add_argument("--memit-hparams", default=None, help="MEMIT hparams file (default: shipped for --model)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--set", action="append", default=[], help="hyper-parameter override key=value")
+    p.add_argument("--set", action="append", default=[], help="MEMIT hyper-parameter override key=value")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    model, tok, adapter = load_model("toy", device="cpu")
-    records = toy_dir() / "counterfact.json"
-    rome_hp, memit_hp = load_hparams("rome", "toy"), load_hparams("memit", "toy", overrides=args.set)
+    model, tok, adapter = load_model(args.model, device="cpu")
+    records = args.records or toy_dir() / "counterfact.json"
+    rome_hp = load_hparams("rome", args.model, file=args.rome_hparams)
+    memit_hp = load_hparams("memit", args.model, file=args.memit_hparams, overrides=args.set)
     stats = make_stats(model, tok, adapter, memit_hp)
-    stats.compute(sorted(set(rome_hp.layers) | set(memit_hp.layers)))
+    layers = set(memit_hp.layers) | (set(rome_hp.layers) if needs_stats("rome", rome_hp) else set())
+    stats.compute(sorted(adapter.layer(x) for x in layers))
+    sizes = [int(x) for x in args.sizes.split(",")]
+    requests = load_requests(records, limit=max(sizes + [args.old_size]))
+    request = requests[0]
 
-    (request,) = load_requests(records, limit=1)
-    splits = [rome_split(model, tok, adapter, request, rome_hp, stats) for _ in range(3)]
-    rome = {k: min(s[k] for s in splits) for k in splits[0]}
-    total = sum(rome.values())
-    print("ROME, one edit: " + ", ".join(f"{k[:-2]} {v:.3f}s ({v / total:.0%})" for k, v in rome.items()))
+    # where the time goes (previous path, one step; and each method's stages)
+    prefixes = context_prefixes(model, tok, rome_hp.context_templates, rome_hp.seed)
+    rome_module = adapter.name("mlp_out", rome_hp.layers[0])
+    memit_module = adapter.name("block", memit_hp.layers[-1])
+    step = {
+        "rome": step_profile(model, tok, adapter, rome_module, request, prefixes, rome_hp),
+        "memit": step_profile(
+            model,
+            tok,
+            adapter,
+            memit_module,
+            request,
+            context_prefixes(model, tok, memit_hp.context_templates),
+            memit_hp,
+        ),
+    }
+    for name, parts in step.items():
+        print(
+            f"{name}, one v*/z step of the previous path: "
+            + ", ".join(f"{k} {v:.0%}" for k, v in fractions(parts).items())
+        )
+    rome_stage = rome_parts(model, tok, adapter, request, rome_hp, stats)
+    print("ROME, one edit (new path): " + ", ".join(f"{k} {v:.2f}s" for k, v in rome_stage.items()))
 
-    memit = {}
-    for n in [int(x) for x in args.sizes.split(",")]:
-        requests = load_requests(records, limit=n)
-        t = time.perf_counter()
-        result = edit(model, tok, adapter, requests, "memit", memit_hp, stats)
-        memit[n] = time.perf_counter() - t
-        result.revert(model)
-        print(f"MEMIT, {len(requests)} requests: {memit[n]:.1f}s, {memit[n] / len(requests) * 1000:.0f} ms/request")
-    sizes = sorted(memit)
-    growth = (memit[sizes[-1]] / sizes[-1]) / (memit[sizes[0]] / sizes[0])
-    print(f"per-request time at {sizes[-1]} vs {sizes[0]} requests: x{growth:.2f} (linear or better: <= ~1)")
+    # ROME: previous path vs new, same process
+    with previous_path():
+        old = min(timed_edit(model, tok, adapter, [request], "rome", rome_hp, stats) for _ in range(2))
+    new = min(timed_edit(model, tok, adapter, [request], "rome", rome_hp, stats) for _ in range(2))
+    (target,) = optimise_targets(model, tok, adapter, rome_module, [request], prefixes, rome_hp)
+    rome_diff = rel_diff(new[1].deltas, old[1].deltas)
+    print(
+        f"ROME, one edit: previous path {old[0]:.2f}s, new {new[0]:.2f}s (x{old[0] / new[0]:.2f}), "
+        f"ΔW relative difference {rome_diff:.1e}, {target.steps} Adam steps"
+    )
+
+    # MEMIT: the previous path at --old-size, the new one at each size
+    few = requests[: args.old_size]
+    with previous_path():
+        memit_old = timed_edit(model, tok, adapter, few, "memit", memit_hp, stats)
+    memit_new_few = timed_edit(model, tok, adapter, few, "memit", memit_hp, stats)
+    memit_diff = rel_diff(memit_new_few[1].deltas, memit_old[1].deltas)
+    print(
+        f"MEMIT, {len(few)} requests: previous path {memit_old[0] / len(few):.2f} s/request, new "
+        f"{memit_new_few[0] / len(few):.2f} s/request, ΔW relative difference {memit_diff:.1e}"
+    )
+    per_request, stages = {}, {}
+    for n in sizes:
+        batch = requests[:n]
+        seconds, _ = timed_edit(model, tok, adapter, batch, "memit", memit_hp, stats)
+        per_request[n] = seconds / len(batch)
+        print(f"MEMIT, {len(batch)} requests: {seconds:.1f}s, {per_request[n]:.3f} s/request")
+    stages = memit_parts(model, tok, adapter, requests[: sizes[0]], memit_hp, stats)
+    print(f"MEMIT, {sizes[0]} requests (new path): " + ", ".join(f"{k} {v:.0%}" for k, v in fractions(stages).items()))
     print(
         json.dumps(
             {
                 "bench": "edit",
+                "model": args.model,
+                "threads": args.threads,
                 "overrides": args.set,
-                "rome_s": {k: round(v, 4) for k, v in rome.items()},
-                "memit_s": {str(k): round(v, 2) for k, v in memit.items()},
-                "memit_per_request_growth": round(growth, 3),
-                "ok": growth <= 1.1,
+                "step_fractions_previous": {k: fractions(v) for k, v in step.items()},
+                "rome_stage_s": {k: round(v, 4) for k, v in rome_stage.items()},
+                "rome_previous_s": round(old[0], 3),
+                "rome_s": round(new[0], 3),
+                "rome_speedup": round(old[0] / new[0], 3),
+                "rome_delta_rel_diff": rome_diff,
+                "rome_steps": target.steps,
+                "memit_previous_per_request_s": {str(len(few)): round(memit_old[0] / len(few), 4)},
+                "memit_delta_rel_diff": memit_diff,
+                "memit_per_request_s": {str(k): round(v, 4) for k, v in per_request.items()},
+                "memit_stage_fractions": fractions(stages),
+                "ok": old[0] / new[0] >= 2 and rome_diff <= 1e-5 and memit_diff <= 1e-5,
             }
         )
     )
