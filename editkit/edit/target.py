@@ -116,15 +116,14 @@ class _Forward:
     read positions. Otherwise each step runs the whole model on the whole rows (the reference path)."""
 
     def __init__(self, model, adapter, module: str, ids: torch.Tensor, mask: torch.Tensor, look, cached: bool):
-        self.model, self.module, self.ids, self.mask, self.cached = model, module, ids, mask, cached
+        self.model, self.adapter, self.module, self.ids, self.mask = model, adapter, module, ids, mask
+        self.cached = cached
         names = adapter.names("block")
         first = next(i for i, b in enumerate(names) if module == b or module.startswith(b + "."))
         # δ on a block's output: that block is δ-free too, and δ is added to what enters the next one
         self.on_block = module == names[first]
         self.start = first + 1 if self.on_block else first
         self.blocks = [get_module(model, b) for b in names[self.start :]]
-        self.norm = get_module(model, adapter.final_norm)
-        self.unembed = get_module(model, adapter.unembed)
         self.n, device = ids.shape[0], ids.device
         if not cached:
             with torch.no_grad(), Trace(model, module, stop=True) as out:
@@ -132,7 +131,8 @@ class _Forward:
             self.output = out[module].output  # the module's output without δ, [R, T, h]
             self.unedited = self.output[torch.arange(self.n, device=device), look]
             return
-        # each row's tokens from its δ position on, as a suffix at slots [P, P + S) behind P cached slots
+        # each row's tokens from its δ position on, at slots [P, P + S), behind its earlier tokens' keys and values
+        # right-aligned in P cached slots (so slot distances are token distances, as sliding windows need)
         lengths = mask.sum(1)
         P, S = int(look.max()), int((lengths - look).max())
         at = torch.arange(S, device=device)
@@ -150,9 +150,13 @@ class _Forward:
         self.output = out[module].output[rows, self.positions]
         self.h = inp[entry].input[rows, self.positions] if self.blocks else None
         self.unedited = self.output[:, 0]  # the module's output at each row's δ position
-        self.kv = {i: tuple(x[:, :, :P] for x in layer_kv(cache, i)) for i in range(len(names))}
-        # the suffix's slots: cached slots before the row's δ position, then its own tokens
-        suffix_mask = torch.cat([torch.arange(P, device=device) < look[:, None], at < (lengths - look)[:, None]], 1)
+        source = torch.arange(P, device=device) - (P - look[:, None])  # the token each cached slot holds, [R, P]
+        index = source.clamp(min=0)[:, None, :, None]
+        self.kv = {
+            i: tuple(x.gather(2, index.expand(-1, x.shape[1], -1, x.shape[3])) for x in layer_kv(cache, i))
+            for i in range(len(names))
+        }
+        suffix_mask = torch.cat([source >= 0, at < (lengths - look)[:, None]], 1)
         self.calls = []
         if self.blocks:
             with (
@@ -196,7 +200,7 @@ class _Forward:
                 else:  # called with keywords only: the first one is the hidden state
                     out = block(**{**kwargs, next(iter(kwargs)): h})
                 h = out[0] if isinstance(out, tuple) else out
-        return self.unembed(self.norm(h[read_row, read_pos])).float()
+        return self.adapter.logits(self.model, h[read_row, read_pos]).float()
 
 
 def optimise_targets(
