@@ -31,9 +31,9 @@ from editkit.edit.common import context_prefixes, frozen, pad_rows
 from editkit.edit.rome import rome_key, rome_update
 from editkit.edit.run import make_stats
 from editkit.edit.target import optimise_targets, request_rows
+from editkit.evaluate.datasets import load_edit_requests
 from editkit.hooks import Trace
 from editkit.models import load_model, toy_dir
-from editkit.requests import load_requests
 from editkit.tokens import pad_id
 
 
@@ -173,7 +173,7 @@ def main() -> None:
     layers = set(memit_hp.layers) | (set(rome_hp.layers) if needs_stats("rome", rome_hp) else set())
     stats.compute(sorted(adapter.layer(x) for x in layers))
     sizes = [int(x) for x in args.sizes.split(",")]
-    requests = load_requests(records, limit=max(sizes + [args.old_size]))
+    requests = [r for r, _ in load_edit_requests(records, limit=max(sizes + [args.old_size]))]
     request = requests[0]
 
     # where the time goes (previous path, one step; and each method's stages)
