@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from editkit.edit import load_hparams
-from editkit.edit.common import context_prefixes, optimise_target
+from editkit.edit.common import context_prefixes
 from editkit.edit.result import EditResult
 from editkit.edit.rome import rome_key, rome_update
 from editkit.edit.run import make_stats
+from editkit.edit.target import optimise_targets
 from editkit.evaluate.datasets import load_dataset
 from editkit.evaluate.known import prefers_true
 from editkit.evaluate.metrics import mean_ci
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not todo:
             continue
         request = r.request()
-        v_star = optimise_target(model, tok, module, request, prefixes, base).value
+        v_star = optimise_targets(model, tok, adapter, module, [request], prefixes, base)[0].value
         for v in todo:
             hp = hps[v]
             u, k_bar, out_bar = rome_key(model, tok, adapter, request, hp, stats.get(v), layer, prefixes)
