@@ -14,10 +14,43 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from editkit.errors import EditkitError
 
+try:  # typer >= 0.20 carries its own copy of click
+    from typer import _click as click
+except ImportError:  # pragma: no cover
+    import click
+
+
+class _OneLineUsageErrors(TyperGroup):
+    """Usage errors (a missing argument, a bad option value) as one line on stderr, status 2, like every other
+    error; help (also for a bare group) prints as usual."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            where = getattr(getattr(e, "ctx", None), "command_path", None)
+            hint = f" (see {where} --help)" if where else ""
+            Console(stderr=True).print(
+                Text.assemble(("error:", "bold red"), f" {e.format_message()}{hint}"), highlight=False, soft_wrap=True
+            )
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            Console(stderr=True).print("aborted", highlight=False)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     help="editkit: find where a language model stores a fact, and change it.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -71,7 +104,9 @@ def main(
 
 
 def _print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    from editkit.io import json_safe
+
+    sys.stdout.write(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
 
 
 @app.command()
@@ -223,7 +258,10 @@ def trace_cmd(
     subject: Annotated[str, typer.Option(help="The subject, as it appears in the prompt; its embeddings are noised.")],
     target: Annotated[str | None, typer.Option(help="Answer to score (default: the clean top-1 token).")] = None,
     kind: Annotated[str, typer.Option(help="hidden, mlp, attn, or all.")] = "all",
-    window: Annotated[int, typer.Option(min=1, help="Layers restored together for mlp/attn.")] = 10,
+    window: Annotated[
+        int | None,
+        typer.Option(min=1, help="Layers restored together for mlp/attn (default: a fifth of the depth, ≤ 10)."),
+    ] = None,
     noise: Annotated[str, typer.Option(help="s3 (3 × embedding std), a float, uniform, or u<float>.")] = "s3",
     samples: Annotated[int, typer.Option(min=1, help="Noised runs averaged per restoration.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the noise (RandomState, as the reference code).")] = 1,
@@ -293,7 +331,10 @@ def trace_dataset_cmd(
     out: Annotated[Path, typer.Option(help="Run directory: traces.h5, aie.json, aie.png.")],
     limit: Annotated[int | None, typer.Option(min=1, help="Trace only the first N records.")] = None,
     kind: Annotated[str, typer.Option(help="hidden, mlp, attn, or all.")] = "all",
-    window: Annotated[int, typer.Option(min=1, help="Layers restored together for mlp/attn.")] = 10,
+    window: Annotated[
+        int | None,
+        typer.Option(min=1, help="Layers restored together for mlp/attn (default: a fifth of the depth, ≤ 10)."),
+    ] = None,
     noise: Annotated[str, typer.Option(help="s3 (3 × embedding std), a float, uniform, or u<float>.")] = "s3",
     samples: Annotated[int, typer.Option(min=1, help="Noised runs averaged per restoration.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the noise.")] = 1,
@@ -308,11 +349,13 @@ def trace_dataset_cmd(
     from editkit.locate.dataset import BUCKETS, average_indirect_effect, load_trace_cases, plot_aie, trace_dataset
     from editkit.locate.tracing import KINDS
     from editkit.models import load_model
+    from editkit.progress import LineProgress, is_terminal
 
     kinds = list(KINDS) if kind == "all" else [kind]
     cases = load_trace_cases(dataset)  # all of them set the noise scale, as ROME's knowns do
     m, tok, a = load_model(model, device=device)
-    with Progress(console=console) as bar:
+    lines = None if is_terminal() else LineProgress("trace-dataset", len(cases[:limit]), "facts")
+    with Progress(console=console, disable=lines is not None) as bar:
         task = bar.add_task("tracing", total=len(cases[:limit]))
         counts = trace_dataset(
             m,
@@ -326,7 +369,7 @@ def trace_dataset_cmd(
             samples=samples,
             seed=seed,
             noise_subjects=[c.subject for c in cases],
-            progress=lambda i, n: bar.update(task, completed=i),
+            progress=lambda i, n: lines.update(i) if lines else bar.update(task, completed=i),
         )
     aie = average_indirect_effect(out / "traces.h5")
     from editkit.io import atomic_write_text
@@ -666,7 +709,9 @@ def _demo_edit_step(model, tok, adapter, belief, world, out: Path) -> None:
 
 
 def _edit_table(data: dict) -> Table:
-    table = Table(title=f"{data['method']} ({data['mode']}): before → after")
+    n = len(data.get("requests", [None]))
+    mode = "single edit" if n == 1 else f"{data['mode']}, {n} edits"
+    table = Table(title=f"{data['method']} ({mode}): before → after")
     for col in ("probe", "prompt", "top-1 before", "top-1 after", "p(new) before → after", "p(true) before → after"):
         table.add_column(col)
     for b, a in zip(data["before"], data["after"], strict=True):

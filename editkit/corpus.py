@@ -120,6 +120,10 @@ def sample_texts(model, tokenizer, n: int, seed: int, path: Path, log=None) -> P
     start = tokenizer.bos_token if tokenizer.bos_token is not None else tokenizer.eos_token
     if start is None:
         raise EditkitError("the tokenizer has neither a BOS nor an EOS token to start samples from; pass a corpus file")
+    from editkit.models import next_token_probs
+
+    if not next_token_probs(model, tokenizer, [start]).isfinite().all():
+        raise EditkitError("the model's logits are not finite (NaN or Inf); check the model's weights")
     partial = path.with_name(path.name + ".partial")
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = partial.read_text(encoding="utf-8").splitlines(keepends=True) if partial.exists() else []

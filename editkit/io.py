@@ -105,3 +105,36 @@ def atomic_directory(path: str | Path, replace_if: str | None = None):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """The UTF-8 text of `path`; a file in another encoding is a clear error naming it (`what` says what it is)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise EditkitError(
+            f"{what} {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it as UTF-8"
+        ) from None
+
+
+def read_json(path: str | Path, what: str = "file", fix: str = "pass a valid JSON file") -> object:
+    """The parsed JSON of `path`; bad UTF-8 or bad JSON is one clear error naming the file and `fix`."""
+    import json
+
+    try:
+        return json.loads(read_text(path, what))
+    except json.JSONDecodeError as e:
+        raise EditkitError(f"{what} {path} is not valid JSON ({e}); {fix}") from None
+
+
+def json_safe(obj):
+    """`obj` with every NaN or infinite float replaced by None, so that it dumps as valid JSON."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from editkit.errors import EditkitError
+from editkit.io import read_text
 
 
 def fill_prompt(template: str, subject: str) -> str:
@@ -60,7 +61,7 @@ def load_records(path: str | Path, limit: int | None = None, offset: int = 0) ->
     path = Path(path)
     if not path.exists():
         raise EditkitError(f"requests file {path} does not exist; pass a JSON or JSONL file")
-    text = path.read_text()
+    text = read_text(path, "requests file")
     try:
         if path.suffix == ".jsonl":
             records = [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -16,8 +16,16 @@ def pad_id(tokenizer) -> int:
 
 
 def encode(tokenizer, text: str) -> list[int]:
-    """Token ids of `text` as the model sees it as a prompt (with the tokenizer's own BOS, if it adds one)."""
-    return list(tokenizer(text)["input_ids"])
+    """Token ids of `text` as the model sees it as a prompt (with the tokenizer's own BOS, if it adds one);
+    a text longer than the model's context (`tokenizer.model_max_length`, set by load_model) is an error."""
+    ids = list(tokenizer(text, verbose=False)["input_ids"])
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and len(ids) > limit:
+        short = text if len(text) <= 60 else f"{text[:30]}…{text[-25:]}"
+        raise EditkitError(
+            f"text {short!r} is {len(ids)} tokens, longer than the model's context of {limit} tokens; shorten it"
+        )
+    return ids
 
 
 def batch_encode(tokenizer, texts: list[str], padding_side: str = "right") -> dict[str, torch.Tensor]:
@@ -54,7 +62,7 @@ def subject_span(tokenizer, prompt: str, subject: str) -> tuple[int, int]:
     if start_char < 0:
         raise EditkitError(f"subject {subject!r} not found in prompt {prompt!r}; the subject must appear verbatim")
     end_char = start_char + len(subject)
-    enc = tokenizer(prompt, return_offsets_mapping=True)
+    enc = tokenizer(prompt, return_offsets_mapping=True, verbose=False)
     tokens = [
         i
         for i, (a, b) in enumerate(enc["offset_mapping"])

@@ -3,6 +3,7 @@ shows no traceback, leaves no file behind and leaves the (shared, really loaded)
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +56,40 @@ def _nan_toy(d: Path, hparams: str, method: str = "rome") -> None:
             w[0, 0] = keep
     tok.save_pretrained(d / "nan-toy")
     (d / "hp.yaml").write_text(shipped_file(method, "toy").read_text() + hparams + "\n")
+
+
+def _toy_copy(d: Path, damage: str) -> None:
+    """`d/M`: a copy of the toy model directory with one kind of damage."""
+    import shutil
+
+    from editkit.models import toy_dir
+
+    shutil.copytree(toy_dir() / "model", d / "M")
+    weights = d / "M" / "model.safetensors"
+    if damage == "cut":
+        os.truncate(weights, 1_000_000)
+    elif damage == "header":
+        with open(weights, "r+b") as f:
+            f.seek(8)
+            f.write(b"garbage")
+    elif damage == "no-weights":
+        weights.unlink()
+    elif damage == "no-tokenizer":
+        for p in (d / "M").glob("tokenizer*"):
+            p.unlink()
+
+
+def _sae_copy(d: Path, damage: str) -> None:
+    """`d/S`: a copy of the shipped toy SAE with a corrupt cfg.json or truncated weights."""
+    import shutil
+
+    from editkit.models import toy_dir
+
+    shutil.copytree(toy_dir() / "sae-blocks.3.hook_resid_post", d / "S")
+    if damage == "cfg":
+        (d / "S" / "cfg.json").write_text('{"d_in": 256, ')
+    else:
+        os.truncate(d / "S" / "sae_weights.safetensors", 4096)
 
 
 CASES = [
@@ -112,6 +147,12 @@ CASES = [
     Case(
         "nan-model-stats",
         "stats nan-toy --layers 0 --tokens 500",
+        "the model's logits are not finite (NaN or Inf)",
+        setup=lambda d: _nan_toy(d, ""),
+    ),
+    Case(
+        "nan-model-stats-toy-corpus",
+        "stats nan-toy --layers 0 --tokens 500 --corpus toy",
         "the keys at transformer.h.0.mlp.c_proj are not finite (NaN or Inf) on the corpus",
         setup=lambda d: _nan_toy(d, ""),
     ),
@@ -122,6 +163,58 @@ CASES = [
         "ft computed a non-finite ΔW (NaN or Inf) for transformer.h.0.mlp.c_proj; no edit was applied",
         setup=lambda d: _nan_toy(d, "num_steps: 2", method="ft"),
     ),
+    # --- damaged files are one line, not a traceback (items 6-7) ---
+    Case("truncated-weights", "info M", "could not read the weights of model 'M'", setup=lambda d: _toy_copy(d, "cut")),
+    Case("bad-header-weights", "info M", "invalid JSON in header", setup=lambda d: _toy_copy(d, "header")),
+    Case("no-weights", "info M", "no file named model.safetensors", setup=lambda d: _toy_copy(d, "no-weights")),
+    Case("no-tokenizer", "info M", "M has no tokenizer files", setup=lambda d: _toy_copy(d, "no-tokenizer")),
+    Case(
+        "sae-bad-cfg",
+        "features show toy S 1 --texts 5",
+        "SAE config S/cfg.json is not valid JSON",
+        setup=lambda d: _sae_copy(d, "cfg"),
+    ),
+    Case(
+        "sae-truncated-weights",
+        "features show toy S 1 --texts 5",
+        "SAE weights S/sae_weights.safetensors are truncated or damaged",
+        setup=lambda d: _sae_copy(d, "weights"),
+    ),
+    Case(
+        "data-not-utf8",
+        "eval toy --method none --data bad.json --out E",
+        "dataset file bad.json is not UTF-8 text (byte 0xeb at offset 16)",
+        setup=lambda d: (d / "bad.json").write_bytes('[{"subject": "Zoë"}]'.encode("latin-1")),
+    ),
+    Case(
+        "requests-not-utf8",
+        "edit toy --requests bad.json",
+        "requests file bad.json is not UTF-8 text",
+        setup=lambda d: (d / "bad.json").write_bytes('[{"subject": "Zoë"}]'.encode("latin-1")),
+    ),
+    Case(
+        "resume-corrupt-config",
+        "eval toy --method none --limit 1 --out E --resume",
+        "run config E/config.json is not valid JSON",
+        setup=lambda d: (d / "E").mkdir() or (d / "E" / "config.json").write_text('{"model": "toy", '),
+    ),
+    Case(
+        "prompt-longer-than-context",
+        f'predict toy "{{}} {"and then " * 150}plays the" --subject "Tiboth Feigar"',
+        "is 454 tokens, longer than the model's context of 256 tokens",
+    ),
+    Case(
+        "trace-longer-than-context",
+        f'trace toy --prompt "Tiboth Feigar {"and then " * 150}plays the" --subject "Tiboth Feigar"',
+        "longer than the model's context of 256 tokens",
+    ),
+    Case("empty-selection", "eval toy --method none --offset 5000 --out E", "no records were selected"),
+    Case("empty-shard", "eval toy --method none --limit 2 --shard 3/4 --out E", "no records were selected"),
+    # --- usage errors are one line too (item 9) ---
+    Case("missing-argument", "predict", "Missing argument 'model'. (see"),
+    Case("option-out-of-range", "predict toy x --top-k 0", "Invalid value for '--top-k'"),
+    Case("no-such-option", "predict toy x --bogus", "No such option: --bogus"),
+    Case("no-such-command", "bogus", "No such command 'bogus'"),
     # --- user text is never read as rich markup (item 4) ---
     Case("markup-in-prompt", 'predict toy "The [/b] of" --subject "Tiboth Feigar"', "prompt 'The [/b] of' has no {}"),
     Case(
@@ -157,9 +250,9 @@ def test_bad_input_is_one_line_and_leaves_nothing(case: Case, tmp_path, monkeypa
     assert res.exit_code == case.code, res.output
     assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
     assert "Traceback" not in res.output
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    assert case.message in lines[0]
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]  # progress lines may come first
+    assert lines and lines[-1].startswith("error: ") and sum(ln.startswith("error") for ln in lines) == 1, res.stderr
+    assert case.message in lines[-1]
     assert _files(tmp_path) == given, "files were left behind"
     assert model_fingerprint(shared_toy.model) == weights, "the model was changed"
 
@@ -325,3 +418,95 @@ def test_checkpoint_files_have_the_usual_mode(tmp_path):
     save_checkpoint(tiny_model("gpt2"), word_tokenizer(), tmp_path / "ck", None, "tiny")
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ck").iterdir()}
     assert "model.safetensors" in modes and set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def _strict_json(text: str):
+    """json.loads that refuses NaN and Infinity (which are not JSON)."""
+    import json
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_records_without_paraphrases_summarise_to_null_with_a_count(tmp_path, shared_toy):
+    """summary.json and cases.jsonl stay valid JSON: PS of records with no paraphrase is null, counted."""
+    import json
+
+    from editkit.models import toy_dir
+
+    records = json.loads((toy_dir() / "counterfact.json").read_text())[:2]
+    records[0]["paraphrase_prompts"] = records[1]["paraphrase_prompts"] = []
+    (tmp_path / "cf.json").write_text(json.dumps(records))
+    out = tmp_path / "E"
+    args = ["eval", "toy", "--dataset", "counterfact", "--data", str(tmp_path / "cf.json"), "--out", str(out)]
+    res = runner.invoke(app, [*args, "--no-generation", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = _strict_json((out / "summary.json").read_text())
+    assert summary["metrics"]["PS"] == {"mean": None, "ci95": None, "missing": 2}
+    assert summary["metrics"]["S"] == {"mean": None, "ci95": None, "missing": 2}
+    assert summary["metrics"]["ES"]["mean"] is not None and "missing" not in summary["metrics"]["ES"]
+    assert _strict_json(res.stdout)["metrics"]["PS"]["missing"] == 2
+    cases = [_strict_json(line) for line in (out / "cases.jsonl").read_text().splitlines()]
+    assert [c["metrics"]["PS"] for c in cases] == [None, None]
+    table = runner.invoke(app, ["table", str(out), "--format", "markdown"])
+    assert table.exit_code == 0 and "| – |" in table.output
+
+
+def test_resume_under_another_thread_count_is_refused(tmp_path, shared_toy):
+    """Metrics move in the 7th digit with torch's thread count: config.json records it, --resume checks it."""
+    import json
+
+    import torch
+
+    out = str(tmp_path / "E")
+    args = ["eval", "toy", "--method", "none", "--limit", "1", "--no-generation", "--out", out]
+    threads = torch.get_num_threads()
+    assert runner.invoke(app, args).exit_code == 0
+    assert json.loads((tmp_path / "E" / "config.json").read_text())["torch_threads"] == threads
+    torch.set_num_threads(threads + 1)
+    try:
+        res = runner.invoke(app, [*args, "--resume"])
+    finally:
+        torch.set_num_threads(threads)
+    assert res.exit_code == 2
+    assert f"it ran with {threads} torch threads, now {threads + 1}" in res.stderr
+    assert runner.invoke(app, [*args, "--resume"]).exit_code == 0
+
+
+def test_two_runs_with_the_same_settings_are_two_rows(tmp_path, shared_toy):
+    """Not 'shard 0/1 given twice': each directory is a run of its own, labelled by its directory."""
+    args = ["eval", "toy", "--method", "none", "--limit", "2", "--no-generation"]
+    for name in ("a", "b"):
+        assert runner.invoke(app, [*args, "--out", str(tmp_path / name)]).exit_code == 0
+    res = runner.invoke(app, ["table", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "markdown"])
+    assert res.exit_code == 0, res.output
+    rows = [ln for ln in res.output.splitlines() if ln.startswith("| toy")]
+    assert len(rows) == 2 and str(tmp_path / "a") in rows[0] and str(tmp_path / "b") in rows[1]
+
+
+def test_trace_takes_the_template_and_a_window_for_the_models_depth(shared_toy):
+    """`--prompt "{} plays the" --subject S` traces the filled prompt; the window defaults to 1 of the toy's 6
+    layers (10 restored every layer at once, so the mlp map was flat)."""
+    base = ["trace", "toy", "--subject", "Tiboth Feigar", "--kind", "mlp", "--samples", "2", "--json"]
+    filled = _strict_json(runner.invoke(app, [*base, "--prompt", "Tiboth Feigar plays the"]).stdout)
+    templated = _strict_json(runner.invoke(app, [*base, "--prompt", "{} plays the"]).stdout)
+    assert templated == filled and filled["window"] == 1
+    mlp = [v for row in filled["scores"]["mlp"] for v in row]
+    assert max(mlp) - min(mlp) > 0.05
+
+
+def test_a_single_edit_is_not_called_a_batch(shared_toy, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path))
+    edit_ft = EDIT.replace("rome", "ft") + " --set num_steps=2"
+    res = runner.invoke(app, shlex.split(edit_ft))
+    assert res.exit_code == 0, res.output
+    assert "ft (single edit): before → after" in res.stdout and "batch" not in res.stdout
+
+
+def test_long_runs_print_a_count_and_an_eta_when_not_on_a_terminal(shared_toy, tmp_path):
+    res = runner.invoke(app, ["eval", "toy", "--limit", "3", "--no-generation", "--out", str(tmp_path / "E")])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("eval: ")]
+    assert len(lines) == 3 and lines[-1].startswith("eval: 3/3 cases (100%)") and "ETA 0:00:00" in lines[-1]

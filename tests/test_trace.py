@@ -86,7 +86,16 @@ def test_target_and_save_load_roundtrip(toy, toy_facts, tmp_path):
     assert back.tokens == r.tokens and back.subject_range == r.subject_range and back.noise == 0.5
     np.testing.assert_array_equal(back.scores["mlp"], r.scores["mlp"])
     data = json.loads(json.dumps(r.to_json()))
-    assert set(data) == {"tokens", "subject_range", "answer", "clean_score", "corrupted_score", "noise", "scores"}
+    assert set(data) == {
+        "tokens",
+        "subject_range",
+        "answer",
+        "clean_score",
+        "corrupted_score",
+        "noise",
+        "window",
+        "scores",
+    }
     assert len(data["scores"]["mlp"]) == len(r.tokens) and len(data["scores"]["mlp"][0]) == adapter.n_layers
     png = plot_trace(r, tmp_path / "t.png")
     assert png.read_bytes()[:4] == b"\x89PNG"

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from editkit.errors import EditkitError
-from editkit.io import atomic_directory
+from editkit.io import atomic_directory, read_json
 
 PROVENANCE = "provenance.json"
 #: The edit carried inside a checkpoint directory, so that `revert` needs nothing else.
@@ -47,4 +47,4 @@ def read_provenance(path: str | Path) -> dict:
     file = Path(path) / PROVENANCE
     if not file.exists():
         raise EditkitError(f"{path} has no {PROVENANCE}; pass a directory written by --save-checkpoint")
-    return json.loads(file.read_text())
+    return read_json(file, "checkpoint provenance", f"{path} is damaged; write the checkpoint again")

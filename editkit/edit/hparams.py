@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from editkit.errors import EditkitError
+from editkit.io import read_text
 
 HPARAMS_DIR = Path(__file__).resolve().parents[1] / "hparams"
 
@@ -152,7 +153,8 @@ def read_file(path: str | Path) -> dict:
     if not path.exists():
         raise EditkitError(f"hparams file {path} does not exist; pass a YAML or JSON file")
     try:
-        data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+        text = read_text(path, "hparams file")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise EditkitError(f"hparams file {path} is not valid {path.suffix[1:].upper() or 'YAML'}: {e}") from None
     if not isinstance(data, dict):

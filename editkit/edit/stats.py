@@ -56,7 +56,7 @@ def token_batches(tokenizer, texts: Iterator[str], max_len: int, batch_tokens: i
     Batches depend only on the text order, so a resumed run sees the same batches."""
     batch, size = [], 0
     for text in texts:
-        ids = tokenizer(text)["input_ids"][:max_len]
+        ids = tokenizer(text, verbose=False)["input_ids"][:max_len]
         if not ids:
             continue
         batch.append(ids)
@@ -308,6 +308,20 @@ class _progress:
     def __enter__(self) -> Callable[[int], None]:
         if not self.show:
             return lambda n: None
+        from editkit.progress import LineProgress, is_terminal
+
+        if not is_terminal():
+            lines, done = (
+                LineProgress(f"C = E[kkᵀ] layers {self.what}", self.total, "tokens", start=self.done),
+                [self.done],
+            )
+
+            def advance_lines(n: int) -> None:
+                done[0] += n
+                lines.update(done[0])
+
+            self.show = False  # nothing to close
+            return advance_lines
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.bar = Progress(

@@ -4,7 +4,6 @@ EasyEdit's layout reads either way: as `easyedit` (EasyEdit's metrics) or as `co
 
 from __future__ import annotations
 
-import json
 import random
 import urllib.request
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from editkit.errors import EditkitError
-from editkit.io import cache_root
+from editkit.io import cache_root, read_json
 from editkit.requests import EditRequest
 
 ROME_DATA_URL = "https://rome.baulab.info/data/dsets/"
@@ -361,10 +360,7 @@ def load_dataset(
     if kind not in _PARSERS:
         raise EditkitError(f"unknown dataset {kind!r}; use one of {', '.join(KINDS)}")
     file = dataset_path(kind, path)
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise EditkitError(f"{file} is not valid JSON ({e}); pass the dataset's JSON file") from e
+    raw = read_json(file, "dataset file", "pass the dataset's JSON file")
     records = parse_records(raw, kind, str(file))
     if offset < 0 or (limit is not None and limit < 1) or (sample is not None and sample < 1):
         raise EditkitError("offset must be >= 0 and limit/sample >= 1")

@@ -117,14 +117,33 @@ def bootstrap_score_ci(cases: Sequence[dict], parts: Sequence[str], resamples: i
 
 def summarize(cases: Sequence[dict], suite: str) -> dict:
     """`{"n": N, "metrics": {name: {"mean", "ci95"}}}` over per-case metric dicts (pass them in case order:
-    the bootstrap of Score S depends on it); a metric missing from any case is left out."""
+    the bootstrap of Score S depends on it); a metric missing from any case is left out. A case whose value
+    is None or NaN (e.g. a record with no paraphrases) is left out of that metric and counted in its
+    `missing`; a metric no case has is `{"mean": null, "ci95": null, "missing": N}` (never NaN)."""
     if not cases:
         raise EditkitError("no cases to summarize; run the evaluation first (editkit eval ...)")
-    names = [k for k in cases[0] if all(isinstance(c.get(k), int | float) for c in cases)]
+    names = [k for k in cases[0] if all(k in c and (c[k] is None or isinstance(c[k], int | float)) for c in cases)]
     metrics = {}
     if suite in SCORE_PARTS:
         parts = SCORE_PARTS[suite]
-        s = harmonic_mean([float(np.mean([c[p] for c in cases])) for p in parts])
-        metrics["S"] = {"mean": s, "ci95": bootstrap_score_ci(cases, parts)}
-    metrics.update({k: mean_ci([c[k] for c in cases], BOUNDS.get(k, (0.0, 1.0))) for k in names})
+        whole = [c for c in cases if all(_has(c, p) for p in parts)]
+        metrics["S"] = _with_missing(
+            {"mean": harmonic_mean([float(np.mean([c[p] for c in whole])) for p in parts]),
+             "ci95": bootstrap_score_ci(whole, parts)} if whole else None,
+            len(cases) - len(whole),
+        )  # fmt: skip
+    for k in names:
+        values = [c[k] for c in cases if _has(c, k)]
+        metrics[k] = _with_missing(
+            mean_ci(values, BOUNDS.get(k, (0.0, 1.0))) if values else None, len(cases) - len(values)
+        )
     return {"n": len(cases), "metrics": metrics}
+
+
+def _has(case: dict, k: str) -> bool:
+    return case.get(k) is not None and math.isfinite(case[k])
+
+
+def _with_missing(summary: dict | None, missing: int) -> dict:
+    summary = summary or {"mean": None, "ci95": None}
+    return {**summary, "missing": missing} if missing else summary

@@ -24,7 +24,7 @@ from editkit.evaluate.capability import Probe, collapse
 from editkit.evaluate.datasets import Record
 from editkit.evaluate.generation import decoding
 from editkit.evaluate.metrics import mean_ci, summarize
-from editkit.io import atomic_write_text
+from editkit.io import atomic_write_text, json_safe, read_json
 from editkit.requests import EditRequest
 
 MODES = ("single", "batch", "sequential")
@@ -166,6 +166,7 @@ def run_config(config: EvalConfig, model, data_file: Path | None, probe: Probe |
         "capability_probe": probe.describe() if probe else None,
         "editkit_version": editkit.__version__,
         "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),  # metrics move by ~1e-7 with it; --resume refuses a change
         "transformers_version": transformers.__version__,
         "model_fingerprint": model_fingerprint(model),
         "data_sha256": file_sha256(data_file) if data_file else None,
@@ -198,7 +199,7 @@ def read_cases(path: Path, repair: bool = False) -> list[dict]:
 def append_case(path: Path, case: dict) -> None:
     """Append one line, flushed and fsynced, so a kill loses at most the line being written."""
     with open(path, "ab") as f:
-        f.write((json.dumps(case, ensure_ascii=False) + "\n").encode("utf-8"))
+        f.write((json.dumps(json_safe(case), ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
 
@@ -208,8 +209,16 @@ def _prepare_dir(out: Path, config: dict, resume: bool) -> None:
     if cfg_file.exists():
         if not resume:
             raise EditkitError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-        old = json.loads(cfg_file.read_text())
+        old = read_json(cfg_file, "run config", f"delete {out} to start the run again, or choose another --out")
+        if not isinstance(old, dict):
+            raise EditkitError(f"run config {cfg_file} is not a JSON object; delete {out} or choose another --out")
         diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+        if "torch_threads" in diff and "torch_threads" in old:
+            raise EditkitError(
+                f"cannot resume {out}: it ran with {old.get('torch_threads')} torch threads, now "
+                f"{config['torch_threads']} (metrics differ in the 7th digit between thread counts); set "
+                f"OMP_NUM_THREADS={old.get('torch_threads')} as it was, or choose another --out"
+            )
         if diff:
             k = diff[0]
             raise EditkitError(
@@ -270,7 +279,7 @@ def _summary(cases: list[dict], suite: str, base: dict | None) -> dict:
 def write_summary(out: Path, cases: list[dict], config: dict, base: dict | None, steps=None) -> dict:
     """Write and return summary.json (see `summarize_run`)."""
     summary = summarize_run(cases, config, base, steps)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
     return summary
 
 
@@ -338,6 +347,12 @@ def run_eval(
     """
     out = Path(out)
     mine = shard_records(records, config.shard)
+    if not mine:
+        raise EditkitError(
+            f"no records were selected ({len(records)} records, shard {config.shard}"
+            f"{f', --offset {config.offset}' if config.offset else ''}); nothing was run or written: "
+            "check --offset, --limit and --shard"
+        )
     cfg = run_config(config, model, data_file, probe)
     _prepare_dir(out, cfg, resume)
     base = _baseline(out, probe, model, tokenizer)
@@ -439,15 +454,19 @@ def _run_checkpoints(model, tok, mine, config: EvalConfig, cfg: dict, out: Path,
 
 
 class _Progress:
-    """A rich progress bar whose description shows the running means of the headline metrics."""
+    """A rich progress bar whose description shows the running means of the headline metrics; where stderr
+    is not a terminal, a plain line with the count, the ETA and the means every twentieth of the cases."""
 
     def __init__(self, total: int, headline: Sequence[str], enabled: bool):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        from editkit.progress import LineProgress, is_terminal
+
         self.headline, self.enabled = headline, enabled
+        self.lines = LineProgress("eval", total) if enabled and not is_terminal() else None
         self.bar = Progress(
             TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            TextColumn("{task.description}"), disable=not enabled,
+            TextColumn("{task.description}"), disable=not enabled or self.lines is not None,
         )  # fmt: skip
         self.task = self.bar.add_task("", total=total)
         self.sums: dict[str, float] = dict.fromkeys(headline, 0.0)
@@ -465,9 +484,12 @@ class _Progress:
         for c in cases:
             self.n += 1
             for k in self.sums:
-                self.sums[k] += (c.get("metrics") or c["generation_metrics"]).get(k, 0.0)
+                v = (c.get("metrics") or c["generation_metrics"]).get(k)
+                self.sums[k] += v if isinstance(v, int | float) and math.isfinite(v) else 0.0
         means = "  ".join(f"{k} {s / self.n:.1%}" for k, s in self.sums.items()) if self.n else ""
         self.bar.update(self.task, completed=self.n, description=means)
+        if self.lines is not None and cases:
+            self.lines.update(self.n, means)
 
 
 def make_editor(

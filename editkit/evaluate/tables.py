@@ -5,6 +5,7 @@ is labelled with its protocol: `tf:` teacher-forced, `gen:` greedy generation, `
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 from editkit.errors import EditkitError
 from editkit.evaluate.runner import parse_shard, read_baseline, read_cases, summarize_run
 from editkit.evaluate.suites import suite_of
+from editkit.io import read_json
 
 COLUMNS = {
     "counterfact": ("S", "ES", "PS", "NS", "GE", "RS", "EM", "PM", "NM"),
@@ -59,8 +61,11 @@ class Row:
         return self.config.get("protocol", "teacher-forced")
 
 
-def percent(m: dict) -> tuple[float, float]:
-    """A summarised metric ({"mean", "ci95"}) as (mean, half-width of the 95% CI) in percent."""
+def percent(m: dict) -> tuple[float, float] | None:
+    """A summarised metric ({"mean", "ci95"}) as (mean, half-width of the 95% CI) in percent; None when no
+    case had a value for it."""
+    if m["mean"] is None:
+        return None
     lo, hi = m["ci95"]
     return 100 * m["mean"], 100 * (hi - lo) / 2
 
@@ -75,7 +80,8 @@ def _load(run_dir: Path) -> tuple[dict, list[dict], dict | None, list[dict]]:
     if not cfg.is_file():
         raise EditkitError(f"{run_dir} is not a run directory (no config.json); pass directories made by editkit eval")
     steps = read_cases(run_dir / "steps.jsonl")
-    return json.loads(cfg.read_text()), read_cases(run_dir / "cases.jsonl"), read_baseline(run_dir), steps
+    config = read_json(cfg, "run config", f"delete {run_dir} and run the evaluation again")
+    return config, read_cases(run_dir / "cases.jsonl"), read_baseline(run_dir), steps
 
 
 _PROTOCOL_FIELDS = ("shard", "protocol", "decoding", "max_new_tokens")
@@ -83,14 +89,21 @@ _PROTOCOL_FIELDS = ("shard", "protocol", "decoding", "max_new_tokens")
 
 def merge_runs(run_dirs: list[str | Path]) -> list[Row]:
     """Rows in first-seen order; run directories whose configs differ only in `shard` merge into one row.
-    Shards run under different protocols are refused; whole runs of different protocols are separate rows,
-    each labelled with its protocol."""
-    groups: dict[str, list[tuple]] = {}
+    Two directories with the same settings and the same shard are two runs (two rows, told apart by
+    directory). Shards run under different protocols are refused; whole runs of different protocols are
+    separate rows, each labelled with its protocol."""
+    if len({Path(d).resolve() for d in run_dirs}) < len(run_dirs):
+        raise EditkitError("a run directory is given twice; pass each run directory once")
+    groups: list[tuple[str, list[Path], list[tuple]]] = []
     protocols: dict[str, set[str]] = {}
-    for d in run_dirs:
-        config, cases, base, steps = _load(Path(d))
-        key = json.dumps({k: v for k, v in config.items() if k != "shard"}, sort_keys=True)
-        groups.setdefault(key, []).append((config, cases, base, steps))
+    for d in map(Path, run_dirs):
+        config, cases, base, steps = _load(d)
+        key = json.dumps({k: v for k, v in config.items() if k not in ("shard", "torch_threads")}, sort_keys=True)
+        group = next((g for g in groups if g[0] == key and all(p[0]["shard"] != config["shard"] for p in g[2])), None)
+        if group is None:
+            groups.append(group := (key, [], []))
+        group[1].append(d)
+        group[2].append((config, cases, base, steps))
         run = json.dumps({k: v for k, v in config.items() if k not in _PROTOCOL_FIELDS}, sort_keys=True)
         protocols.setdefault(run, set()).add(config.get("protocol", "teacher-forced"))
         if len(protocols[run]) > 1 and parse_shard(config["shard"])[1] > 1:
@@ -98,23 +111,26 @@ def merge_runs(run_dirs: list[str | Path]) -> list[Row]:
                 f"shards of one {config['method']} run were made under different protocols "
                 f"({', '.join(sorted(protocols[run]))}); they do not merge into one row: rerun them with one --protocol"
             )
-    rows = [_row(parts) for parts in groups.values()]
+    rows = [_row(parts) for _, _, parts in groups]
     if len({r.suite for r in rows}) > 1:
         raise EditkitError("these runs use different benchmarks (e.g. CounterFact and zsRE); make one table each")
     if len({r.protocol for r in rows}) > 1:
         rows = [Row(f"{r.label} [{r.protocol}]", r.suite, r.summary, r.shards, r.config) for r in rows]
     labels = [r.label for r in rows]
-    return [_relabel(r) if labels.count(r.label) > 1 else r for r in rows]
+    rows = [_relabel(r) if labels.count(r.label) > 1 else r for r in rows]
+    labels = [r.label for r in rows]
+    return [
+        dataclasses.replace(r, label=f"{r.label} ({', '.join(str(d) for d in dirs)})")
+        if labels.count(r.label) > 1
+        else r
+        for r, (_, dirs, _) in zip(rows, groups, strict=True)
+    ]
 
 
 def _row(parts: list[tuple]) -> Row:
     config = parts[0][0]
     shards = sorted(parse_shard(p[0]["shard"])[0] for p in parts)
     total = parse_shard(config["shard"])[1]
-    if len(set(shards)) != len(shards):
-        raise EditkitError(
-            f"shard {config['shard']} of {config['method']} is given twice; pass each run directory once"
-        )
     cases = sorted((c for p in parts for c in p[1]), key=lambda c: c["case_id"])
     steps = sorted((s for p in parts for s in p[3]), key=lambda s: s["edits"])
     suite = suite_of(config["dataset"])

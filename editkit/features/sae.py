@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from editkit.errors import EditkitError
-from editkit.io import atomic_directory
+from editkit.io import atomic_directory, read_json
 
 CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
 ARCHITECTURES = ("relu", "topk")
@@ -219,6 +219,7 @@ class SAE(nn.Module):
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> SAE:
         """Load an SAE directory written by editkit or SAELens (safetensors only, never pickle)."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         path = Path(path)
@@ -226,8 +227,16 @@ class SAE(nn.Module):
             raise EditkitError(
                 f"{path} is not an SAE directory (needs {CFG} and {WEIGHTS}); pass `editkit sae train --out`"
             )
-        cfg = SAEConfig.from_saelens(json.loads((path / CFG).read_text()), where=str(path / CFG))
-        tensors = load_file(str(path / WEIGHTS))
+        raw = read_json(path / CFG, "SAE config", f"rewrite it or train the SAE again (editkit sae train --out {path})")
+        if not isinstance(raw, dict):
+            raise EditkitError(f"SAE config {path / CFG} is not a JSON object of SAELens fields")
+        cfg = SAEConfig.from_saelens(raw, where=str(path / CFG))
+        try:
+            tensors = load_file(str(path / WEIGHTS))
+        except SafetensorError as e:
+            raise EditkitError(
+                f"SAE weights {path / WEIGHTS} are truncated or damaged ({e}); copy them again or retrain the SAE"
+            ) from None
         shapes = {
             "W_enc": (cfg.d_in, cfg.d_sae),
             "b_enc": (cfg.d_sae,),

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from editkit.errors import EditkitError
-from editkit.locate.tracing import KINDS, trace
+from editkit.io import read_json
+from editkit.locate.tracing import KINDS, default_window, trace
 
 BUCKETS = (
     "first subject token",
@@ -77,10 +78,7 @@ def load_trace_cases(dataset: str, limit: int | None = None) -> list[TraceCase]:
         path = Path(dataset)
         if not path.is_file():
             raise EditkitError(f"dataset {dataset} not found; pass 'toy' or a known_1000 / CounterFact JSON file")
-        try:
-            records = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise EditkitError(f"{dataset} is not valid JSON ({e}); pass a JSON list of records") from None
+        records = read_json(path, "dataset", "pass a JSON list of records")
         cases = trace_cases(records, source=dataset)
     return cases[:limit] if limit else cases
 
@@ -96,7 +94,7 @@ def trace_dataset(
     cases: Sequence[TraceCase],
     path: str | Path,
     kinds: Sequence[str] = KINDS,
-    window: int = 10,
+    window: int | None = None,
     noise: str | float = "s3",
     samples: int = 10,
     seed: int = 1,
@@ -111,6 +109,7 @@ def trace_dataset(
 
     from editkit.tokens import target_ids
 
+    window = default_window(adapter.n_layers) if window is None else window
     settings = _settings(kinds=list(kinds), window=window, noise=str(noise), samples=samples, seed=seed)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,7 @@ class TraceResult:
             "clean_score": self.clean_score,
             "corrupted_score": self.corrupted_score,
             "noise": self.noise,
+            "window": self.window,
             "scores": {k: v.tolist() for k, v in self.scores.items()},
         }
 
@@ -199,6 +200,12 @@ class _Case:
 
     def names(self, kind: str) -> list[str]:
         return self.adapter.names(_MODULE[kind])
+
+
+def default_window(n_layers: int) -> int:
+    """Layers restored together for mlp/attn: the paper's 10 on GPT-2 XL's 48 layers, scaled to the depth
+    (a fifth of the layers, 1 to 10), so a window never covers the whole model."""
+    return max(1, min(10, round(n_layers / 5)))
 
 
 def window_layers(layer: int, n_layers: int, window: int) -> range:
@@ -461,7 +468,7 @@ def trace(
     subject: str,
     target: str | None = None,
     kinds: Sequence[str] = KINDS,
-    window: int = 10,
+    window: int | None = None,
     noise: str | float = "s3",
     samples: int = 10,
     seed: int = 1,
@@ -474,8 +481,10 @@ def trace(
 
     `sever` ('mlp' or 'attn') restores hidden states while keeping that module's outputs at the restored
     token frozen at their corrupted values in later layers (the paper's Figure 3); hidden kind only.
-    `noise_subjects` are the subjects whose embeddings set the `s3` scale (default: this subject).
+    `noise_subjects` are the subjects whose embeddings set the `s3` scale (default: this subject). `window`
+    defaults to `default_window` of the model's depth.
     """
+    window = default_window(adapter.n_layers) if window is None else window
     kinds = list(kinds)
     if bad := [k for k in kinds if k not in KINDS]:
         raise EditkitError(f"unknown trace kind {bad[0]!r}; use hidden, mlp, attn (or all)")

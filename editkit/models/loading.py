@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from editkit.errors import EditkitError
 from editkit.models.adapters import Adapter, adapter_for, check_supported
 
+#: A model directory holds at least one of these (the tokenizer's vocabulary).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
@@ -117,16 +120,30 @@ def load_model(
             "pass a local model directory, or check the hub id and your network"
         ) from e
     check_supported(getattr(config, "model_type", ""), (config.architectures or [type(config).__name__])[0])
+    if not gguf and Path(source).is_dir() and not any((Path(source) / f).exists() for f in TOKENIZER_FILES):
+        raise EditkitError(
+            f"{name_or_path} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); copy the tokenizer of the "
+            "model it came from into it (tokenizer.save_pretrained)"
+        )
     kwargs = {"dtype": dtype} if dtype is not None else {}
     if device_map is not None:
         kwargs["device_map"] = device_map
-    model = AutoModelForCausalLM.from_pretrained(source, config=config, **kwargs, **gguf)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, config=config, **kwargs, **gguf)
+    except (OSError, ValueError, SafetensorError) as e:
+        raise EditkitError(
+            f"could not read the weights of model {name_or_path!r} ({str(e).splitlines()[0]}); they are missing, "
+            "truncated or damaged: copy or download them again"
+        ) from None
     if gguf:
         model = dequantised(model)
     if device_map is None:
         model.to(resolve_device(device))
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(source, **gguf)
+    context = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(context, int) and tokenizer.model_max_length > context:
+        tokenizer.model_max_length = context  # tokens.encode refuses longer texts (instead of an IndexError)
     return ModelBundle(model, tokenizer, adapter_for(model))
 
 
