@@ -227,12 +227,15 @@ CASES = [
 
 @pytest.fixture
 def shared_toy(monkeypatch, toy):
-    """`load_model("toy")` returns the session's toy model (the real one, loaded once) for the CLI."""
+    """`load_model("toy")` returns the session's toy model (the real one, loaded once) for the CLI; a command
+    that edits it (a successful `editkit edit` does not revert) is undone afterwards for the other tests."""
     real = editkit.models.load_model
     monkeypatch.setattr(
         editkit.models, "load_model", lambda name, *a, **kw: toy if name == "toy" else real(name, *a, **kw)
     )
-    return toy
+    saved = {k: v.clone() for k, v in toy.model.state_dict().items()}
+    yield toy
+    toy.model.load_state_dict(saved)
 
 
 def _files(root: Path) -> dict[str, bytes]:
