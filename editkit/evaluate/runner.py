@@ -216,8 +216,8 @@ def _prepare_dir(out: Path, config: dict, resume: bool) -> None:
         if "torch_threads" in diff and "torch_threads" in old:
             raise EditkitError(
                 f"cannot resume {out}: it ran with {old.get('torch_threads')} torch threads, now "
-                f"{config['torch_threads']} (metrics differ in the 7th digit between thread counts); set "
-                f"OMP_NUM_THREADS={old.get('torch_threads')} as it was, or choose another --out"
+                f"{config['torch_threads']} (metrics differ in the 7th digit between thread counts); pass "
+                f"--threads {old.get('torch_threads')} (or EDITKIT_THREADS) as it was, or choose another --out"
             )
         if diff:
             k = diff[0]
