@@ -1,7 +1,8 @@
 """Sequential editing curves (as "The Mirage of Model Editing"'s WILD deploys edits): ROME, r-ROME, MEMIT in
 batches of 10 and AlphaEdit edit the toy world's CounterFact records one after another, never reverted;
 after 1, 2, 5, 10, 20, 50, 100, 500 and 1000 edits (MEMIT: the multiples of 10) every edit so far is scored
-under both protocols, with perplexity and retention after every edit step. Writes the curves' table into experiments/README.md and a figure.
+under both protocols, with perplexity and retention after every edit step. Writes the curves' table into
+experiments/README.md and a figure.
 
     OMP_NUM_THREADS=1 python experiments/sequential.py                      # all four, to 1000 edits
     OMP_NUM_THREADS=1 python experiments/sequential.py --methods rome --checkpoints 10,50 --readme-only
