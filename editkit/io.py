@@ -77,6 +77,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 @contextmanager
+def replace_section(path: str | Path, begin: str, end: str, section: str) -> None:
+    """Put `section` (which starts with `begin` and ends with `end`) in place of the text between those
+    markers in a Markdown file, or append it; written atomically. Used by the experiments' README writers."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else "# Experiments\n"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    atomic_write_text(path, text + ("" if text.endswith("\n") else "\n"))
+
+
 def atomic_directory(path: str | Path, replace_if: str | None = None):
     """Yield a temporary directory next to `path`; on success rename it to `path` (readers never see a half
     written directory), its files with the usual mode (umask applied, as `open` makes them; libraries that

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 from editkit.edit.hparams import parse_override
 from editkit.evaluate.runner import EvalConfig, run_named
 from editkit.evaluate.tables import merge_runs, render
-from editkit.io import atomic_write_text
+from editkit.io import atomic_write_text, replace_section
 
 METHODS = ("none", "ft-l", "rome", "r-rome", "memit", "alphaedit")
 #: How each method edits the records; the rest edit one record at a time.
@@ -126,10 +125,7 @@ def write_readme(table: str, times: str, command: str, model: str, dataset: str,
         "the end of sequence, a newline or a sentence end; answers lower-cased, punctuation removed.\n"
         f"{end}"
     )
-    text = README.read_text() if README.exists() else "# Experiments\n"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    atomic_write_text(README, text + ("" if text.endswith("\n") else "\n"))
+    replace_section(README, begin, end, section)
 
 
 if __name__ == "__main__":

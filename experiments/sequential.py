@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 from editkit.evaluate.runner import EvalConfig, parse_checkpoints, read_cases, run_named
 from editkit.evaluate.tables import merge_runs
-from editkit.io import atomic_write_text
+from editkit.io import replace_section
 
 METHODS = {"rome": 1, "r-rome": 1, "memit": 10, "alphaedit": 1}  # edits per batch
 README = Path(__file__).parent / "README.md"
@@ -109,10 +108,7 @@ def write_readme(runs: list[dict], command: str, dirs: list[Path]) -> None:
         "known facts no record edits whose top-1 answer is unchanged.\n"
         f"{END}"
     )
-    text = README.read_text() if README.exists() else "# Experiments\n"
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    atomic_write_text(README, text + ("" if text.endswith("\n") else "\n"))
+    replace_section(README, BEGIN, END, section)
 
 
 if __name__ == "__main__":
