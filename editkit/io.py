@@ -76,7 +76,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-@contextmanager
 def replace_section(path: str | Path, begin: str, end: str, section: str) -> None:
     """Put `section` (which starts with `begin` and ends with `end`) in place of the text between those
     markers in a Markdown file, or append it; written atomically. Used by the experiments' README writers."""
@@ -87,6 +86,7 @@ def replace_section(path: str | Path, begin: str, end: str, section: str) -> Non
     atomic_write_text(path, text + ("" if text.endswith("\n") else "\n"))
 
 
+@contextmanager
 def atomic_directory(path: str | Path, replace_if: str | None = None):
     """Yield a temporary directory next to `path`; on success rename it to `path` (readers never see a half
     written directory), its files with the usual mode (umask applied, as `open` makes them; libraries that
