@@ -17,6 +17,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from editkit.errors import EditkitError
+from editkit.features.saes import names as sae_architectures
 
 try:  # typer >= 0.20 carries its own copy of click
     from typer import _click as click
@@ -880,7 +881,7 @@ def sae_train(
     out: Annotated[Path, typer.Option(help="Write the SAE directory here.")],
     d_sae: Annotated[int, typer.Option("--d-sae", min=1, help="Number of features.")],
     corpus: Annotated[str, typer.Option(help="'toy', a .txt/.jsonl file, or a datasets name.")] = "toy",
-    arch: Annotated[str, typer.Option(help="relu (L1 penalty) or topk.")] = "relu",
+    arch: Annotated[str, typer.Option(help=f"SAE architecture: {', '.join(sae_architectures())}.")] = "standard",
     k: Annotated[int | None, typer.Option(help="Active features per token (topk).")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Tokens of activations to cache.")] = 200_000,
     steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 2000,

@@ -39,7 +39,7 @@ def _train(arch: str, **kw):
     return sae, log, dictionary
 
 
-@pytest.mark.parametrize("arch, kw", [("relu", {"l1_coefficient": 0.3}), ("topk", {"k": 4})])
+@pytest.mark.parametrize("arch, kw", [("standard", {"l1_coefficient": 0.3}), ("topk", {"k": 4})])
 def test_sae_recovers_known_dictionary(arch, kw):
     sae, log, dictionary = _train(arch, **kw)
     best = (dictionary @ sae.W_dec.detach().T).max(1).values
@@ -104,7 +104,7 @@ def test_loads_saelens_v6_directory_written_by_hand(tmp_path):
     }
     tensors = _write_by_hand(tmp_path / "v6", cfg)
     sae = SAE.load(tmp_path / "v6")
-    assert sae.cfg.architecture == "relu" and sae.cfg.hook_name == "blocks.1.hook_resid_post"
+    assert sae.cfg.architecture == "standard" and sae.cfg.hook_name == "blocks.1.hook_resid_post"
     x = torch.randn(4, 6)
     expected = torch.relu((x - tensors["b_dec"]) @ tensors["W_enc"] + tensors["b_enc"]) @ tensors["W_dec"]
     assert torch.allclose(sae(x), expected + tensors["b_dec"], atol=1e-5)
@@ -132,9 +132,15 @@ def test_loads_pre_6_topk_directory_written_by_hand(tmp_path):
 def test_bad_sae_files_give_clear_errors(tmp_path):
     with pytest.raises(EditkitError, match="not an SAE directory"):
         SAE.load(tmp_path)
-    _write_by_hand(tmp_path / "gated", {"d_in": 6, "d_sae": 10, "architecture": "gated"})
-    with pytest.raises(EditkitError, match="'gated'.*not supported"):
-        SAE.load(tmp_path / "gated")
+    _write_by_hand(tmp_path / "crosscoder", {"d_in": 6, "d_sae": 10, "architecture": "crosscoder"})
+    with pytest.raises(EditkitError, match="'crosscoder' is not supported; editkit reads .*standard.*topk"):
+        SAE.load(tmp_path / "crosscoder")
+    tensors = _write_by_hand(tmp_path / "extra", {"d_in": 6, "d_sae": 10, "architecture": "standard"})
+    save_file(
+        {**tensors, "finetuning_scaling_factor": torch.ones(10)}, str(tmp_path / "extra" / "sae_weights.safetensors")
+    )
+    with pytest.raises(EditkitError, match="has tensors finetuning_scaling_factor that a standard SAE does not have"):
+        SAE.load(tmp_path / "extra")
     _write_by_hand(tmp_path / "shape", {"d_in": 7, "d_sae": 10, "architecture": "standard"})
     with pytest.raises(EditkitError, match=r"W_enc has shape \[6, 10\], cfg.json implies \[7, 10\]"):
         SAE.load(tmp_path / "shape")
@@ -153,6 +159,8 @@ def test_bad_inputs_give_clear_errors(toy):
         sae.encode(torch.zeros(2, 256))
     with pytest.raises(EditkitError, match="topk SAE needs 0 < k"):
         SAEConfig(d_in=8, d_sae=16, architecture="topk")
+    with pytest.raises(EditkitError, match="unknown SAE architecture 'gaited'; use one of .*standard"):
+        SAEConfig(d_in=8, d_sae=16, architecture="gaited")
 
 
 def test_hook_names_map_to_modules(toy):

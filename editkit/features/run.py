@@ -29,7 +29,7 @@ def run_sae_train(
     corpus: str,
     out: Path,
     d_sae: int,
-    arch: str = "relu",
+    arch: str = "standard",
     k: int | None = None,
     max_tokens: int = 200_000,
     store: Path | None = None,

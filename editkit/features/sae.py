@@ -1,12 +1,13 @@
-"""Sparse autoencoders (Bricken et al. 2023, "Towards Monosemanticity"; Gao et al. 2024 for TopK) in the
-SAELens on-disk format: `cfg.json` + `sae_weights.safetensors` holding `W_enc [d_in, d_sae]`,
-`b_enc [d_sae]`, `W_dec [d_sae, d_in]`, `b_dec [d_in]`.
+"""Sparse autoencoders in the SAELens on-disk format: `cfg.json` + `sae_weights.safetensors` holding
+`W_enc [d_in, d_sae]`, `W_dec [d_sae, d_in]`, `b_dec [d_in]` and per-feature tensors `[d_sae]` (`b_enc`,
+`threshold`, …) named as SAELens names them.
 
-    f = act((x − b_dec) W_enc + b_enc)        act = ReLU (`relu`), or ReLU of the k largest (`topk`)
-    x̂ = f W_dec + b_dec
+    f = act((x − b_dec) W_enc + b_enc)        x̂ = f W_dec + b_dec
 
-`cfg.json` is written with the keys of SAELens ≥ 6 (`metadata` holds model and hook) and, flat beside
-them, the keys older SAELens versions read (`hook_name`, `activation_fn_kwargs`, …), so either loads it.
+`SAE` is the base class; each architecture (its activation, training loss and SAELens names) is one module
+of `editkit.features.saes`, registered by its file name. `SAE(cfg)` builds the class of `cfg.architecture`.
+`cfg.json` is written with the keys of SAELens ≥ 6 (`metadata` holds model and hook) and, flat beside them,
+the keys older SAELens versions read (`hook_name`, `activation_fn_kwargs`, …), so either loads it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -22,10 +24,16 @@ from editkit.errors import EditkitError
 from editkit.io import atomic_directory, read_json
 
 CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
-ARCHITECTURES = ("relu", "topk")
 NORMALISATIONS = ("none", "expected_average_only_in")
-_SAELENS_ARCH = {"relu": "standard", "topk": "topk"}
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_SHARED = ("W_enc", "W_dec", "b_dec")  # every other tensor is per feature, [d_sae]
+
+
+def architecture_class(name: str) -> type[SAE]:
+    """The SAE class registered as (or aliased) `name`."""
+    from editkit.features.saes import get
+
+    return get(name)
 
 
 @dataclass
@@ -34,13 +42,14 @@ class SAEConfig:
 
     d_in: int
     d_sae: int
-    architecture: str = "relu"
+    architecture: str = "standard"
     k: int | None = None
     hook_name: str = ""
     model_name: str = ""
     dtype: str = "float32"
     apply_b_dec_to_input: bool = True
     normalize_activations: str = "none"
+    rescale_acts_by_decoder_norm: bool = False
     # training
     lr: float = 4e-4
     lr_warm_up_steps: int = 100
@@ -57,13 +66,10 @@ class SAEConfig:
     dataset_path: str = ""
 
     def __post_init__(self) -> None:
-        self.architecture = {"standard": "relu"}.get(self.architecture, self.architecture)
-        if self.architecture not in ARCHITECTURES:
-            raise EditkitError(f"unknown SAE architecture {self.architecture!r}; use one of {', '.join(ARCHITECTURES)}")
+        cls = architecture_class(self.architecture)
+        self.architecture = cls.name
         if self.d_in <= 0 or self.d_sae <= 0:
             raise EditkitError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
-        if self.architecture == "topk" and not (self.k and 0 < self.k <= self.d_sae):
-            raise EditkitError(f"a topk SAE needs 0 < k <= d_sae ({self.d_sae}), got k={self.k}; pass --k 32")
         if self.normalize_activations not in NORMALISATIONS:
             raise EditkitError(
                 f"normalize_activations {self.normalize_activations!r} is not supported; "
@@ -71,6 +77,7 @@ class SAEConfig:
             )
         if self.dtype not in _DTYPES:
             raise EditkitError(f"unknown SAE dtype {self.dtype!r}; use one of {', '.join(_DTYPES)}")
+        cls.check_config(self)
 
     @property
     def layer(self) -> int | None:
@@ -79,6 +86,7 @@ class SAEConfig:
 
     def to_saelens(self) -> dict:
         """cfg.json: SAELens ≥ 6 keys, pre-6 keys beside them, and editkit's training settings."""
+        cls = architecture_class(self.architecture)
         meta = {
             "model_name": self.model_name,
             "hook_name": self.hook_name,
@@ -90,48 +98,48 @@ class SAEConfig:
             "sae_lens_version": "6.0.0",
             "sae_lens_training_version": "6.0.0",
         }
-        cfg = {
-            **asdict(self),
-            "architecture": _SAELENS_ARCH[self.architecture],
+        return {
+            **{k: v for k, v in asdict(self).items() if v is not None},
+            "architecture": cls.saelens_architecture,
             "device": "cpu",
             "reshape_activations": "none",
             "metadata": meta,
             **{k: v for k, v in meta.items() if k not in ("sae_lens_version", "sae_lens_training_version")},
-            "activation_fn_str": self.architecture,
-            "activation_fn_kwargs": {"k": self.k} if self.architecture == "topk" else {},
+            "activation_fn_str": "relu",
+            "activation_fn_kwargs": {},
             "finetuning_scaling_factor": False,
             "dataset_trust_remote_code": False,
             "model_from_pretrained_kwargs": {},
             "sae_lens_version": "6.0.0",
             "editkit": True,
+            **cls.saelens_fields(self),
         }
-        if self.architecture == "topk":
-            cfg["rescale_acts_by_decoder_norm"] = False
-        else:
-            cfg.pop("k")
-        return cfg
 
     @classmethod
     def from_saelens(cls, raw: dict, where: str = CFG) -> SAEConfig:
         """Read a cfg.json of any SAELens version (flat keys, or `metadata`/`meta` with model and hook)."""
         meta = raw.get("metadata") or raw.get("meta") or {}
-        arch = raw.get("architecture", "standard")
+        name = raw.get("architecture", "standard")
         act = raw.get("activation_fn_str") or raw.get("activation_fn") or "relu"
-        kwargs = raw.get("activation_fn_kwargs") or {}
-        if arch == "topk" or act == "topk":
-            arch, k = "topk", raw.get("k") or kwargs.get("k")
-        elif arch == "standard" and act == "relu":
-            arch, k = "relu", None
-        else:
+        if act != "relu":  # SAELens < 6 named TopK by its activation function (architecture "standard")
+            name = act
+        try:
+            arch = architecture_class(name)
+        except EditkitError:
             raise EditkitError(
-                f"{where}: SAE architecture {arch!r} ({act}) is not supported; editkit reads relu and topk"
+                f"{where}: SAE architecture {name!r} is not supported; editkit reads "
+                f"{', '.join(_saelens_names())} (refusing rather than dropping what it does not know)"
+            ) from None
+        if arch.saelens_architecture != name and raw.get("architecture") == name:
+            raise EditkitError(
+                f"{where}: architecture {name!r} is a SAELens training checkpoint; save it for inference "
+                f"(SAELens save_inference_model writes it as {arch.saelens_architecture!r}) and load that"
             )
-        if arch == "topk" and raw.get("rescale_acts_by_decoder_norm"):
-            raise EditkitError(f"{where}: rescale_acts_by_decoder_norm is not supported; fold the decoder norm first")
         if "d_in" not in raw or "d_sae" not in raw:
             raise EditkitError(f"{where}: missing d_in or d_sae; an SAELens cfg.json has both")
+        own = arch.read_saelens(raw, where)
         names = {f.name for f in fields(cls)}
-        known = {k2: v for k2, v in raw.items() if k2 in names and k2 not in ("architecture", "k")}
+        known = {k: v for k, v in raw.items() if k in names and k != "architecture" and k not in own}
         known["hook_name"] = raw.get("hook_name") or raw.get("hook_point") or meta.get("hook_name") or ""
         known["model_name"] = raw.get("model_name") or meta.get("model_name") or ""
         norm = known.get("normalize_activations")
@@ -139,11 +147,34 @@ class SAEConfig:
         known["context_size"] = known.get("context_size") or meta.get("context_size") or 128
         known["dataset_path"] = known.get("dataset_path") or meta.get("dataset_path") or ""
         known["dtype"] = str(known.get("dtype", "float32")).removeprefix("torch.")
-        return cls(architecture=arch, k=k, **known)
+        return cls(architecture=arch.name, **own, **known)
+
+
+def _saelens_names() -> list[str]:
+    from editkit.features.saes import classes
+
+    return sorted({c.saelens_architecture for c in classes()})
 
 
 class SAE(nn.Module):
-    """One sparse autoencoder: `encode`, `decode`, `forward` (= decode ∘ encode), SAELens-format files."""
+    """One sparse autoencoder: `encode`, `decode`, `forward` (= decode ∘ encode), SAELens-format files.
+
+    A subclass (one module of `editkit.features.saes`) sets its SAELens names and implements `features`
+    (activations and the pre-activations its loss reads) and `training_loss`.
+    """
+
+    name: ClassVar[str] = ""  # set by `saes.register` from the module's file name
+    aliases: ClassVar[tuple[str, ...]] = ()
+    saelens_architecture: ClassVar[str] = ""  # `architecture` of the file it saves as (for inference)
+    tensors: ClassVar[tuple[str, ...]] = ("W_enc", "b_enc", "W_dec", "b_dec")
+    encoder_biases: ClassVar[tuple[str, ...]] = ("b_enc",)  # per-feature; zeroed on resampling
+    thresholds: ClassVar[tuple[str, ...]] = ()  # per-feature; scaled with the encoder when folding
+    unit_decoder: ClassVar[bool] = False  # decoder rows held at unit norm while training
+
+    def __new__(cls, cfg: SAEConfig | None = None, *args, **kwargs):
+        if cls is SAE and cfg is not None:
+            cls = architecture_class(cfg.architecture)
+        return super().__new__(cls)
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()
@@ -156,27 +187,63 @@ class SAE(nn.Module):
         w_dec = 0.1 * w_dec / w_dec.norm(dim=1, keepdim=True)  # April 2024 update: small decoder norms, W_enc = W_decᵀ
         self.W_dec = nn.Parameter(w_dec.to(dtype))
         self.W_enc = nn.Parameter(w_dec.T.clone().contiguous().to(dtype))
-        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
+        for name in self.tensors:
+            if name not in _SHARED:
+                setattr(self, name, nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype)))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
+
+    # --- what a subclass defines ---------------------------------------------------------------------------
+
+    @classmethod
+    def check_config(cls, cfg: SAEConfig) -> None:
+        """Refuse settings this architecture cannot use (one clear line)."""
+
+    @classmethod
+    def saelens_fields(cls, cfg: SAEConfig) -> dict:
+        """Architecture-specific cfg.json keys (those of SAELens's config class, pre-6 keys beside them)."""
+        return {}
+
+    @classmethod
+    def read_saelens(cls, raw: dict, where: str) -> dict:
+        """SAEConfig fields this architecture reads from a SAELens cfg.json."""
+        return {}
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(feature activations, the pre-activations the training loss reads)."""
+        raise NotImplementedError
+
+    def training_loss(
+        self, x: torch.Tensor, coefficient: float, dead: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, feature activations, reconstruction) of a training batch; `dead` flags dead features."""
+        raise NotImplementedError
+
+    def coefficient(self, step: int) -> float:
+        """The sparsity coefficient at `step`: `l1_coefficient`, warmed up linearly."""
+        return self.cfg.l1_coefficient * min(1.0, (step + 1) / max(1, self.cfg.l1_warm_up_steps))
+
+    def after_step(self, f: torch.Tensor) -> None:
+        """Called after each optimiser step with the batch's feature activations."""
+
+    def for_inference(self) -> SAE:
+        """The SAE as it is saved and used after training (itself, unless trained in another form)."""
+        return self
+
+    # --- shared ---------------------------------------------------------------------------------------------
+
+    def sae_in(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's input, `x − b_dec` (or `x` when `apply_b_dec_to_input` is off)."""
+        x = x.to(self.W_enc.dtype)
+        return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder pre-activations `(x − b_dec) W_enc + b_enc`."""
-        x = x.to(self.W_enc.dtype)
-        if self.cfg.apply_b_dec_to_input:
-            x = x - self.b_dec
-        return x @ self.W_enc + self.b_enc
-
-    def activation(self, pre: torch.Tensor) -> torch.Tensor:
-        """ReLU, or for `topk` the ReLU of the k largest pre-activations and zero elsewhere."""
-        if self.cfg.architecture == "relu":
-            return torch.relu(pre)
-        values, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
-        return torch.zeros_like(pre).scatter(-1, idx, torch.relu(values))
+        return self.sae_in(x) @ self.W_enc + self.b_enc
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Feature activations `[..., d_sae]` of activations `[..., d_in]`."""
         self.check_width(x.shape[-1])
-        return self.activation(self.pre_acts(x))
+        return self.features(x)[0]
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
         """Reconstruction `f W_dec + b_dec`."""
@@ -184,6 +251,24 @@ class SAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+    @staticmethod
+    def mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """Squared reconstruction error summed over the width, averaged over the batch."""
+        return (x_hat - x).pow(2).sum(-1).mean()
+
+    @torch.no_grad()
+    def fold(self, scale: float) -> None:
+        """Fold the training input scale and the decoder norms into the weights (the function is unchanged)."""
+        self.W_enc *= scale
+        self.W_dec /= scale
+        self.b_dec /= scale
+        norms = self.W_dec.norm(dim=1)
+        self.W_dec /= norms[:, None]
+        self.W_enc *= norms[None]
+        for name in self.encoder_biases + self.thresholds:
+            getattr(self, name).mul_(norms)
+        self.cfg.normalize_activations = "none"
 
     def check_width(self, width: int) -> None:
         if width != self.cfg.d_in:
@@ -207,13 +292,14 @@ class SAE(nn.Module):
     # --- files ---------------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        """Write `cfg.json` + `sae_weights.safetensors` (SAELens format) atomically."""
+        """Write `cfg.json` + `sae_weights.safetensors` (SAELens format, inference form) atomically."""
         from safetensors.torch import save_file
 
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        sae = self.for_inference()
+        tensors = {k: getattr(sae, k).detach().cpu().contiguous() for k in sae.tensors}
         with atomic_directory(path, replace_if=CFG) as tmp:
             save_file(tensors, str(tmp / WEIGHTS))
-            (tmp / CFG).write_text(json.dumps(self.cfg.to_saelens(), indent=2) + "\n")
+            (tmp / CFG).write_text(json.dumps(sae.cfg.to_saelens(), indent=2) + "\n")
         return Path(path)
 
     @classmethod
@@ -231,26 +317,32 @@ class SAE(nn.Module):
         if not isinstance(raw, dict):
             raise EditkitError(f"SAE config {path / CFG} is not a JSON object of SAELens fields")
         cfg = SAEConfig.from_saelens(raw, where=str(path / CFG))
+        arch = architecture_class(cfg.architecture)
         try:
             tensors = load_file(str(path / WEIGHTS))
         except SafetensorError as e:
             raise EditkitError(
                 f"SAE weights {path / WEIGHTS} are truncated or damaged ({e}); copy them again or retrain the SAE"
             ) from None
-        shapes = {
-            "W_enc": (cfg.d_in, cfg.d_sae),
-            "b_enc": (cfg.d_sae,),
-            "W_dec": (cfg.d_sae, cfg.d_in),
-            "b_dec": (cfg.d_in,),
-        }
+        shapes = {"W_enc": (cfg.d_in, cfg.d_sae), "W_dec": (cfg.d_sae, cfg.d_in), "b_dec": (cfg.d_in,)}
+        shapes = {name: shapes.get(name, (cfg.d_sae,)) for name in arch.tensors}
+        unknown = sorted(set(tensors) - set(shapes))
+        if unknown:
+            raise EditkitError(
+                f"{path / WEIGHTS} has tensors {', '.join(unknown)} that a {arch.saelens_architecture} SAE does not "
+                f"have ({', '.join(shapes)}); refusing rather than dropping them"
+            )
         for name, shape in shapes.items():
             if name not in tensors:
-                raise EditkitError(f"{path / WEIGHTS} has no tensor {name!r}; an SAELens SAE has {', '.join(shapes)}")
+                have = ", ".join(shapes)
+                raise EditkitError(
+                    f"{path / WEIGHTS} has no tensor {name!r}; a {arch.saelens_architecture} SAE has {have}"
+                )
             if tuple(tensors[name].shape) != shape:
                 raise EditkitError(
                     f"{path / WEIGHTS}: {name} has shape {list(tensors[name].shape)}, cfg.json implies {list(shape)}"
                 )
         cfg.dtype = str(tensors["W_enc"].dtype).removeprefix("torch.")
-        sae = cls(cfg)
-        sae.load_state_dict({k: tensors[k] for k in shapes})
+        sae = arch(cfg)
+        sae.load_state_dict(tensors)
         return sae.to(device).eval()

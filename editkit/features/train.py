@@ -1,8 +1,8 @@
-"""Training an SAE: MSE reconstruction + sparsity, Adam, as SAELens and Anthropic's updates describe.
+"""Training an SAE: the architecture's loss (`SAE.training_loss`, see `editkit.features.saes`), Adam, as
+SAELens and Anthropic's updates describe.
 
-- `relu`: L1 penalty on activations weighted by decoder norms, Σᵢ fᵢ‖W_dec,i‖ (April 2024 update), its
-  coefficient warmed up linearly over `l1_warm_up_steps`; the decoder is free.
-- `topk`: no penalty; decoder rows kept unit-norm (gradient parallel to each row removed, then renormalised).
+- Architectures with `unit_decoder` keep decoder rows unit-norm (gradient parallel to each row removed,
+  then renormalised); the others leave the decoder free.
 - Linear learning-rate warm-up, optional linear decay over the last `lr_decay_steps`.
 - `expected_average_only_in`: inputs scaled so that their mean norm is √d_in during training; the factor
   is folded into the weights at the end, so the saved SAE reads raw activations.
@@ -33,19 +33,9 @@ def lr_factor(cfg: SAEConfig, step: int) -> float:
     return warm * decay
 
 
-def sae_loss(sae: SAE, x: torch.Tensor, l1_coefficient: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, feature activations, reconstruction) for a batch `x`."""
-    f = sae.activation(sae.pre_acts(x))
-    x_hat = sae.decode(f)
-    loss = (x_hat - x).pow(2).sum(-1).mean()
-    if sae.cfg.architecture == "relu":
-        loss = loss + l1_coefficient * (f * sae.W_dec.norm(dim=1)).sum(-1).mean()
-    return loss, f, x_hat
-
-
 @torch.no_grad()
 def _unit_decoder(sae: SAE, grads_only: bool) -> None:
-    """TopK: remove the gradient component parallel to each decoder row, or renormalise the rows."""
+    """Remove the gradient component parallel to each decoder row, or renormalise the rows."""
     w = sae.W_dec
     if grads_only:
         if w.grad is not None:
@@ -68,28 +58,17 @@ def resample_dead(sae: SAE, opt: torch.optim.Optimizer, dead: torch.Tensor, x: t
     alive = ~dead
     enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
     dec_norm = sae.W_dec[alive].norm(dim=1).mean() if alive.any() else torch.tensor(1.0)
-    sae.W_dec[idx] = v * (1.0 if sae.cfg.architecture == "topk" else dec_norm)
+    sae.W_dec[idx] = v * (1.0 if sae.unit_decoder else dec_norm)
     sae.W_enc[:, idx] = (v * 0.2 * enc_norm).T
-    sae.b_enc[idx] = 0
-    for p, rows in ((sae.W_dec, (idx,)), (sae.W_enc, (slice(None), idx)), (sae.b_enc, (idx,))):
+    biases = [getattr(sae, name) for name in sae.encoder_biases]
+    for b in biases:
+        b[idx] = 0
+    for p, rows in ((sae.W_dec, (idx,)), (sae.W_enc, (slice(None), idx)), *((b, (idx,)) for b in biases)):
         state = opt.state.get(p, {})
         for key in ("exp_avg", "exp_avg_sq"):
             if key in state:
                 state[key][rows] = 0
     return len(idx)
-
-
-@torch.no_grad()
-def fold(sae: SAE, scale: float) -> None:
-    """Fold the input scale and the decoder norms into the weights (the function computed is unchanged)."""
-    sae.W_enc *= scale
-    sae.W_dec /= scale
-    sae.b_dec /= scale
-    norms = sae.W_dec.norm(dim=1)
-    sae.W_dec /= norms[:, None]
-    sae.W_enc *= norms[None]
-    sae.b_enc *= norms
-    sae.cfg.normalize_activations = "none"
 
 
 def train_sae(
@@ -114,16 +93,16 @@ def train_sae(
     with _progress(progress, cfg.training_steps) as bar:
         for step in range(cfg.training_steps):
             x = (first if step == 0 else next(batches)).to(sae.W_enc.dtype) * scale
-            l1 = cfg.l1_coefficient * min(1.0, (step + 1) / max(1, cfg.l1_warm_up_steps))
-            loss, f, x_hat = sae_loss(sae, x, l1)
+            loss, f, x_hat = sae.training_loss(x, sae.coefficient(step), since_fired >= cfg.dead_feature_window)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.architecture == "topk":
+            if sae.unit_decoder:
                 _unit_decoder(sae, grads_only=True)
             opt.step()
             sched.step()
-            if cfg.architecture == "topk":
+            if sae.unit_decoder:
                 _unit_decoder(sae, grads_only=False)
+            sae.after_step(f.detach())
             fired = (f > 0).any(0)
             since_fired = torch.where(fired, 0, since_fired + 1)
             resampled = 0
@@ -141,7 +120,8 @@ def train_sae(
                 }
                 log.append(entry)
                 bar(step + 1, entry)
-    fold(sae, scale)
+    sae = sae.for_inference()
+    sae.fold(scale)
     return sae.eval(), log
 
 

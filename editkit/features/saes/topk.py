@@ -1,0 +1,66 @@
+"""TopK SAE (Gao et al. 2024, "Scaling and evaluating sparse autoencoders"); SAELens `topk`.
+
+    f = ReLU(TopK_k((x − b_dec) W_enc + b_enc))       the k largest pre-activations kept, the rest zero
+
+No sparsity penalty: k fixes L0. Decoder rows are held at unit norm while training. A file SAELens wrote
+with `rescale_acts_by_decoder_norm` is read as SAELens reads it (pre-activations × ‖W_dec,i‖, decoded ÷ it).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from editkit.errors import EditkitError
+from editkit.features.sae import SAE, SAEConfig
+from editkit.features.saes import register
+
+
+def top_k_relu(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """ReLU of the k largest entries of each row, zero elsewhere."""
+    values, idx = pre.topk(k, dim=-1, sorted=False)
+    return torch.zeros_like(pre).scatter(-1, idx, torch.relu(values))
+
+
+def check_k(cfg: SAEConfig) -> None:
+    if not (cfg.k and 0 < cfg.k <= cfg.d_sae):
+        raise EditkitError(f"a {cfg.architecture} SAE needs 0 < k <= d_sae ({cfg.d_sae}), got k={cfg.k}; pass --k 32")
+
+
+@register
+class TopKSAE(SAE):
+    saelens_architecture = "topk"
+    unit_decoder = True
+
+    @classmethod
+    def check_config(cls, cfg: SAEConfig) -> None:
+        check_k(cfg)
+
+    @classmethod
+    def saelens_fields(cls, cfg: SAEConfig) -> dict:
+        return {
+            "k": cfg.k,
+            "rescale_acts_by_decoder_norm": cfg.rescale_acts_by_decoder_norm,
+            "activation_fn_str": "topk",
+            "activation_fn_kwargs": {"k": cfg.k},
+        }
+
+    @classmethod
+    def read_saelens(cls, raw: dict, where: str) -> dict:
+        k = raw.get("k") or (raw.get("activation_fn_kwargs") or {}).get("k")
+        return {"k": k, "rescale_acts_by_decoder_norm": bool(raw.get("rescale_acts_by_decoder_norm", False))}
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pre = self.pre_acts(x)
+        if self.cfg.rescale_acts_by_decoder_norm:
+            pre = pre * self.W_dec.norm(dim=-1)
+        return top_k_relu(pre, self.cfg.k), pre
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        if self.cfg.rescale_acts_by_decoder_norm:
+            f = f / self.W_dec.norm(dim=-1)
+        return super().decode(f)
+
+    def training_loss(self, x: torch.Tensor, coefficient: float, dead: torch.Tensor):
+        f, _ = self.features(x)
+        x_hat = self.decode(f)
+        return self.mse(x, x_hat), f, x_hat
