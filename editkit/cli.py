@@ -882,12 +882,17 @@ def sae_train(
     d_sae: Annotated[int, typer.Option("--d-sae", min=1, help="Number of features.")],
     corpus: Annotated[str, typer.Option(help="'toy', a .txt/.jsonl file, or a datasets name.")] = "toy",
     arch: Annotated[str, typer.Option(help=f"SAE architecture: {', '.join(sae_architectures())}.")] = "standard",
-    k: Annotated[int | None, typer.Option(help="Active features per token (topk).")] = None,
+    k: Annotated[
+        int | None, typer.Option(help="Active features per token (topk; on average: batchtopk, matryoshka).")
+    ] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Tokens of activations to cache.")] = 200_000,
     steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 2000,
     batch_size: Annotated[int, typer.Option(min=1, help="Activations per step.")] = 1024,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
-    l1: Annotated[float, typer.Option(help="L1 coefficient (relu).")] = 5.0,
+    l1: Annotated[float, typer.Option(help="L1 coefficient (standard, gated).")] = 5.0,
+    l0: Annotated[float, typer.Option(help="L0 coefficient (jumprelu).")] = 1.0,
+    aux_k: Annotated[float, typer.Option(help="Auxiliary-k loss coefficient (topk, batchtopk, matryoshka).")] = 1 / 32,
+    widths: Annotated[str | None, typer.Option(help="Nested prefix widths, e.g. 64,128,256 (matryoshka).")] = None,
     normalize: Annotated[bool, typer.Option(help="Scale inputs to mean norm √d_in while training.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = 0,
     store: Annotated[Path | None, typer.Option(help="Activation store (HDF5; resumed if it exists).")] = None,
@@ -897,9 +902,14 @@ def sae_train(
     """Cache a hook point's activations over a corpus, train an SAE on them, save it and its evaluation.
 
     Example: [bold]editkit sae train toy --hook blocks.3.hook_resid_post --d-sae 1024 --arch topk --k 16 --out sae[/]
+    (batchtopk and matryoshka are saved for inference as jumprelu, as SAELens saves them)
     """
     from editkit.features.run import run_sae_train
 
+    try:
+        matryoshka_widths = [int(w) for w in widths.split(",")] if widths else None
+    except ValueError:
+        raise EditkitError(f"--widths {widths!r} is not a comma-separated list of integers") from None
     data = run_sae_train(
         model,
         hook,
@@ -916,6 +926,9 @@ def sae_train(
         batch_size=batch_size,
         lr=lr,
         l1_coefficient=l1,
+        l0_coefficient=l0,
+        aux_k_coefficient=aux_k,
+        matryoshka_widths=matryoshka_widths,
         seed=seed,
         lr_decay_steps=steps // 5,
         normalize_activations="expected_average_only_in" if normalize else "none",

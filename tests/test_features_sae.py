@@ -39,19 +39,22 @@ def _train(arch: str, **kw):
     return sae, log, dictionary
 
 
-@pytest.mark.parametrize("arch, kw", [("standard", {"l1_coefficient": 0.3}), ("topk", {"k": 4})])
+RECOVERING = [
+    ("standard", {"l1_coefficient": 0.3}),
+    ("topk", {"k": 4}),
+    ("batchtopk", {"k": 4}),
+    ("jumprelu", {"l0_coefficient": 0.1}),
+    ("gated", {"l1_coefficient": 1.0}),
+]
+
+
+@pytest.mark.parametrize("arch, kw", RECOVERING)
 def test_sae_recovers_known_dictionary(arch, kw):
     sae, log, dictionary = _train(arch, **kw)
     best = (dictionary @ sae.W_dec.detach().T).max(1).values
     assert (best > 0.9).float().mean() >= 0.9, best
     assert log[-1]["explained_variance"] > 0.85
     assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(96), atol=1e-5)  # decoder folded to unit norm
-
-
-def test_training_is_seeded():
-    a, _, _ = _train("topk", k=4)
-    b, _, _ = _train("topk", k=4)
-    assert torch.equal(a.W_enc, b.W_enc) and torch.equal(a.W_dec, b.W_dec)
 
 
 def test_topk_has_exactly_k_active():
@@ -222,6 +225,19 @@ def test_cli_sae_eval_and_bad_hook(tmp_path):
         app, ["sae", "train", "toy", "--hook", "blocks.3.resid", "--d-sae", "8", "--out", str(tmp_path / "s")]
     )
     assert res.exit_code == 2 and "unknown hook name" in res.output
+    res = runner.invoke(
+        app,
+        ["sae", "train", "toy", "--hook", TOY_HOOK, "--d-sae", "8", "--out", str(tmp_path / "s"), "--arch", "gaited"],
+    )
+    assert (
+        res.exit_code == 2 and "unknown SAE architecture 'gaited'; use one of batchtopk, gated, jumprelu" in res.output
+    )
+    res = runner.invoke(
+        app,
+        ["sae", "train", "toy", "--hook", TOY_HOOK, "--d-sae", "8", "--out", str(tmp_path / "s"), "--widths", "8,x"],
+    )
+    assert res.exit_code == 2 and "--widths '8,x' is not a comma-separated list of integers" in res.output
+    assert not (tmp_path / "s").exists()
 
 
 def test_keep_mask_skips_padding_and_special_tokens_and_optionally_bos(tokenizers_on_disk):

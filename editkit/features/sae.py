@@ -55,7 +55,14 @@ class SAEConfig:
     lr_warm_up_steps: int = 100
     lr_decay_steps: int = 0
     l1_coefficient: float = 5.0
-    l1_warm_up_steps: int = 500
+    l1_warm_up_steps: int = 500  # the sparsity coefficient's (L1 or L0) linear warm-up
+    l0_coefficient: float = 1.0
+    jumprelu_bandwidth: float = 0.05
+    jumprelu_init_threshold: float = 0.01
+    aux_k_coefficient: float = 1 / 32
+    topk_threshold_lr: float = 0.01
+    matryoshka_widths: list[int] | None = None
+    training_architecture: str = ""  # the architecture it was trained as, where it is saved as another
     batch_size: int = 2048
     training_steps: int = 2000
     dead_feature_window: int = 500
@@ -220,7 +227,11 @@ class SAE(nn.Module):
 
     def coefficient(self, step: int) -> float:
         """The sparsity coefficient at `step`: `l1_coefficient`, warmed up linearly."""
-        return self.cfg.l1_coefficient * min(1.0, (step + 1) / max(1, self.cfg.l1_warm_up_steps))
+        return self.cfg.l1_coefficient * self.warm_up(step)
+
+    def warm_up(self, step: int) -> float:
+        """Linear warm-up of the sparsity coefficient over `l1_warm_up_steps`."""
+        return min(1.0, (step + 1) / max(1, self.cfg.l1_warm_up_steps))
 
     def after_step(self, f: torch.Tensor) -> None:
         """Called after each optimiser step with the batch's feature activations."""

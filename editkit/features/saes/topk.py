@@ -2,8 +2,14 @@
 
     f = ReLU(TopK_k((x − b_dec) W_enc + b_enc))       the k largest pre-activations kept, the rest zero
 
-No sparsity penalty: k fixes L0. Decoder rows are held at unit norm while training. A file SAELens wrote
-with `rescale_acts_by_decoder_norm` is read as SAELens reads it (pre-activations × ‖W_dec,i‖, decoded ÷ it).
+No sparsity penalty: k fixes L0. Decoder rows are held at unit norm while training. Dead features (none
+fired in `dead_feature_window` steps) get the auxiliary-k loss (Gao et al. §A.2): the k_aux = d_in/2
+largest dead pre-activations reconstruct the error the live ones leave, e = x − x̂,
+
+    L_aux = ‖e − ReLU(TopK_aux(dead pre-activations)) W_dec‖²,   loss = ‖x − x̂‖² + α · min(1, n_dead/k_aux) · L_aux
+
+with α = `aux_k_coefficient` (1/32 in the paper). A file SAELens wrote with `rescale_acts_by_decoder_norm`
+is read as SAELens reads it (pre-activations × ‖W_dec,i‖, decoded ÷ it).
 """
 
 from __future__ import annotations
@@ -19,6 +25,16 @@ def top_k_relu(pre: torch.Tensor, k: int) -> torch.Tensor:
     """ReLU of the k largest entries of each row, zero elsewhere."""
     values, idx = pre.topk(k, dim=-1, sorted=False)
     return torch.zeros_like(pre).scatter(-1, idx, torch.relu(values))
+
+
+def aux_k_loss(sae: SAE, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+    """α · min(1, n_dead/k_aux) · ‖e − ê‖²: the dead features' top-k_aux reconstruction of the residual."""
+    n_dead, k_aux = int(dead.sum()), x.shape[-1] // 2
+    if n_dead == 0 or sae.cfg.aux_k_coefficient == 0:
+        return x.new_zeros(())
+    acts = top_k_relu(pre.masked_fill(~dead, -torch.inf), min(k_aux, n_dead))
+    residual = (x - x_hat).detach()
+    return sae.cfg.aux_k_coefficient * min(1.0, n_dead / k_aux) * (acts @ sae.W_dec - residual).pow(2).sum(-1).mean()
 
 
 def check_k(cfg: SAEConfig) -> None:
@@ -61,6 +77,6 @@ class TopKSAE(SAE):
         return super().decode(f)
 
     def training_loss(self, x: torch.Tensor, coefficient: float, dead: torch.Tensor):
-        f, _ = self.features(x)
+        f, pre = self.features(x)
         x_hat = self.decode(f)
-        return self.mse(x, x_hat), f, x_hat
+        return self.mse(x, x_hat) + aux_k_loss(self, x, x_hat, pre, dead), f, x_hat
