@@ -56,11 +56,18 @@ def test_world_check_json_on_a_slice():
     assert rec["train_recall"] >= 0.95 and rec["heldout_recall"] >= 0.8
 
 
-def test_demo_runs_and_shows_beliefs():
-    res = run("demo")
+def test_demo_runs_and_shows_beliefs(tmp_path):
+    res = run("demo", "--out", str(tmp_path))
     assert res.exit_code == 0, res.output
     assert "What the toy model believes" in res.output and "✓" in res.output
     assert "Top-1 recall on 200 sampled facts" in res.output
+    assert (tmp_path / "trace.png").stat().st_size > 0
+    # step 4: one MEMIT batch of 20 distinct subjects moves most facts and leaves most neighbours alone
+    memit = json.loads((tmp_path / "eval" / "memit" / "summary.json").read_text())
+    none = json.loads((tmp_path / "eval" / "none" / "summary.json").read_text())
+    assert memit["n"] == none["n"] == 20
+    assert none["metrics"]["ES"]["mean"] == 0.0 and memit["metrics"]["ES"]["mean"] >= 0.8
+    assert memit["metrics"]["NS"]["mean"] >= 0.8
 
 
 @pytest.mark.parametrize(

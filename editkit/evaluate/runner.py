@@ -590,14 +590,18 @@ def _references(config: EvalConfig, records, snippets: str | None, tfidf: str | 
     return references.toy_references(records) if config.dataset == "toy" else None
 
 
-def compare_methods(bundle, records, methods: Sequence[str], out_root: str | Path, model_name: str = "toy", **kw):
-    """Run `methods` (single mode, shipped hyper-parameters) on `records` into `out_root/<method>`; returns the
-    run directories, ready for `tables.merge_runs` (resumes runs already there)."""
+def compare_methods(
+    bundle, records, methods: Sequence[str], out_root: str | Path, model_name: str = "toy", batch: bool = False, **kw
+):
+    """Run `methods` (shipped hyper-parameters) on `records` into `out_root/<method>`, each record edited
+    alone or, with `batch`, all records in one batch; returns the run directories, ready for
+    `tables.merge_runs` (resumes runs already there)."""
     model, tok, _ = bundle
     dirs = []
     for method in methods:
         editor, hp = make_editor(method, bundle, None, model_name, sequential=False)
-        config = EvalConfig(model=model_name, dataset="toy", method=method, hparams=hp, **kw)
+        mode = {"mode": "batch", "batch_size": len(records)} if batch and method != "none" else {}
+        config = EvalConfig(model=model_name, dataset="toy", method=method, hparams=hp, **mode, **kw)
         out = Path(out_root) / method
         probe = capability_probe(config, None, model, tok)
         resume = (out / "config.json").exists()
