@@ -550,6 +550,14 @@ def demo(
     )
 
 
+def _int_list(value: str, option: str) -> list[int]:
+    """'3,17' -> [3, 17]; anything else is one clear error naming `option`."""
+    try:
+        return [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise EditkitError(f"{option} {value!r} is not a comma-separated list of integers, e.g. 3,17") from None
+
+
 def _mark(ok: bool) -> Text:
     return Text("✓", style="green") if ok else Text("✗", style="red")
 
@@ -841,10 +849,7 @@ def stats(
     """
     from editkit.edit.run import run_stats
 
-    try:
-        ids = [int(x) for x in layers.split(",") if x.strip()]
-    except ValueError:
-        raise EditkitError(f"--layers {layers!r} is not a comma-separated list of integers, e.g. 13,14") from None
+    ids = _int_list(layers, "--layers")
     data = run_stats(model, ids, corpus, tokens, cache_dir, device, progress=not json_out)
     if json_out:
         return _print_json(data)
@@ -1142,6 +1147,40 @@ def features_show(
         console.print(f"wrote {html}")
 
 
+@features_app.command("dashboard")
+@cli_errors
+def features_dashboard(
+    model: ModelArg,
+    sae_dir: SaeDirArg,
+    out: Annotated[Path, typer.Option(help="Directory for index.html and one feature-<i>.html per feature.")],
+    features: Annotated[str | None, typer.Option(help="Comma-separated features, e.g. 3,17,40.")] = None,
+    top_n: Annotated[
+        int | None, typer.Option("--top-n", min=1, help="Instead: the N features active on most corpus tokens.")
+    ] = None,
+    corpus: Annotated[str, typer.Option(help="'toy', a .txt/.jsonl file, or a datasets name.")] = "toy",
+    texts: Annotated[int, typer.Option(min=1, help="How many corpus texts to scan.")] = 2000,
+    facts: Annotated[
+        Path | None, typer.Option(help="CounterFact-layout facts to attribute (e.g. data/toy/counterfact.json).")
+    ] = None,
+    n_facts: Annotated[int, typer.Option("--n-facts", min=1, help="How many of --facts to attribute.")] = 50,
+    contexts: Annotated[int, typer.Option(min=1, help="Top-activating contexts per feature.")] = 10,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Static HTML pages over many features: top contexts, histogram, logit lens, the facts each carries.
+
+    Example: [bold]editkit features dashboard toy data/toy/sae-blocks.0.hook_resid_post --top-n 20
+             --facts data/toy/counterfact.json --out dash[/]
+    """
+    from editkit.features.run import run_dashboard
+
+    ids = _int_list(features, "--features") if features is not None else None
+    data = run_dashboard(model, sae_dir, out, ids, top_n, corpus, texts, facts, n_facts, contexts, device)
+    if json_out:
+        return _print_json(data)
+    console.print(f"{len(data['features'])} feature pages, {data['facts']} facts attributed: {data['index']}")
+
+
 @features_app.command("ablate")
 @cli_errors
 def features_ablate(
@@ -1191,10 +1230,7 @@ def features_edit(
     from editkit.features.run import run_feature_edit
     from editkit.requests import EditRequest
 
-    try:
-        ids = [int(f) for f in features.split(",")] if features else None
-    except ValueError:
-        raise EditkitError(f"--features {features!r} is not a comma-separated list of integers") from None
+    ids = _int_list(features, "--features") if features else None
     request = EditRequest(prompt, subject, target_new, target_true)
     data = run_feature_edit(model, sae_dir, request, ids, n_features, out, save_checkpoint, device)
     if json_out:

@@ -19,11 +19,13 @@ from editkit.models import get_module
 
 @dataclass
 class Context:
-    """Tokens around the activating one (`position` indexes `tokens`) and the feature's activation there."""
+    """Tokens around the activating one (`position` indexes `tokens`), the feature's activation there, and
+    its activation at each of `tokens` (`values`, for highlighting)."""
 
     tokens: list[str]
     position: int
     activation: float
+    values: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -41,38 +43,57 @@ class FeatureReport:
 
 
 @torch.no_grad()
-def top_contexts(
-    model, tokenizer, adapter, sae: SAE, feature: int, texts: list[str], n: int = 10, window: int = 8
-) -> tuple[list[Context], torch.Tensor, float]:
-    """The `n` token positions of `texts` where `feature` is largest (one per text), with `window` tokens
-    of context on each side; also every non-zero activation seen (for a histogram) and the density."""
+def scan_features(
+    model, tokenizer, adapter, sae: SAE, features: list[int], texts: list[str], n: int = 10, window: int = 8
+) -> dict[int, tuple[list[Context], torch.Tensor, float]]:
+    """For each of `features`, in one pass over `texts`: the `n` token positions where it is largest (one
+    per text) with `window` tokens of context on each side, every non-zero activation seen (for a
+    histogram), and its density (share of tokens where it is active)."""
     hook = resolve_hook(adapter, sae.cfg.hook_name)
-    sae.check_feature(feature)
+    for feature in features:
+        sae.check_feature(feature)
     device = next(model.parameters()).device
-    best: list[tuple[float, list[int], int]] = []
-    seen = []
+    best: dict[int, list[tuple[float, list[int], list[float], int]]] = {i: [] for i in features}
+    seen: dict[int, list[torch.Tensor]] = {i: [] for i in features}
     n_tokens = 0
-    for i in range(0, len(texts), 32):
-        ids, mask = tokenize(tokenizer, texts[i : i + 32], sae.cfg.context_size)
+    for start in range(0, len(texts), 32):
+        ids, mask = tokenize(tokenizer, texts[start : start + 32], sae.cfg.context_size)
         with trace_hook(model, hook, stop=True) as tr:
             model(input_ids=ids.to(device), attention_mask=mask.to(device))
         keep = keep_mask(ids, mask, tokenizer, skip_bos=True)
-        f = sae.encode(hook_value(tr, hook))[..., feature].cpu() * keep
-        seen.append(f[f > 0])
+        acts = sae.encode(hook_value(tr, hook))[..., features].cpu() * keep[..., None]
         n_tokens += int(keep.sum())
-        values, pos = f.max(dim=1)
-        best += [
-            (v, ids[r, : int(mask[r].sum())].tolist(), p)
-            for r, (v, p) in enumerate(zip(values.tolist(), pos.tolist(), strict=True))
-            if v > 0
+        for j, feature in enumerate(features):
+            f = acts[..., j]
+            seen[feature].append(f[f > 0])
+            values, pos = f.max(dim=1)
+            best[feature] += [
+                (v, ids[r, : int(mask[r].sum())].tolist(), f[r, : int(mask[r].sum())].tolist(), p)
+                for r, (v, p) in enumerate(zip(values.tolist(), pos.tolist(), strict=True))
+                if v > 0
+            ]
+            best[feature] = sorted(best[feature], key=lambda b: -b[0])[:n]
+    out = {}
+    for feature in features:
+        contexts = [
+            Context(
+                [tokenizer.decode([t]) for t in row[max(0, p - window) : p + window + 1]],
+                min(p, window),
+                v,
+                values[max(0, p - window) : p + window + 1],
+            )
+            for v, row, values, p in best[feature]
         ]
-        best = sorted(best, key=lambda b: -b[0])[:n]
-    contexts = [
-        Context([tokenizer.decode([t]) for t in row[max(0, p - window) : p + window + 1]], min(p, window), v)
-        for v, row, p in best
-    ]
-    acts = torch.cat(seen) if seen else torch.zeros(0)
-    return contexts, acts, (len(acts) / max(1, n_tokens))
+        acts = torch.cat(seen[feature]) if seen[feature] else torch.zeros(0)
+        out[feature] = (contexts, acts, len(acts) / max(1, n_tokens))
+    return out
+
+
+def top_contexts(
+    model, tokenizer, adapter, sae: SAE, feature: int, texts: list[str], n: int = 10, window: int = 8
+) -> tuple[list[Context], torch.Tensor, float]:
+    """`scan_features` for one feature."""
+    return scan_features(model, tokenizer, adapter, sae, [feature], texts, n, window)[feature]
 
 
 @torch.no_grad()
@@ -95,8 +116,8 @@ def inspect_feature(model, tokenizer, adapter, sae: SAE, feature: int, texts: li
     return FeatureReport(feature, sae.cfg.hook_name, contexts, promoted, suppressed, acts.tolist(), density)
 
 
-def write_html(report: FeatureReport, path) -> None:
-    """A one-page report: activation histogram, top contexts (activating token marked), logit lens."""
+def histogram_png(report: FeatureReport) -> str:
+    """The feature's activation histogram (where > 0) as a base64 PNG, for inline <img> tags."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,6 +130,12 @@ def write_html(report: FeatureReport, path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def write_html(report: FeatureReport, path) -> None:
+    """A one-page report: activation histogram, top contexts (activating token marked), logit lens."""
+    png = histogram_png(report)
     rows = "".join(
         "<li>{:.2f}: {}</li>".format(
             c.activation,
@@ -123,7 +150,7 @@ def write_html(report: FeatureReport, path) -> None:
         f"<!doctype html><meta charset='utf-8'><title>feature {report.feature}</title>"
         f"<h1>Feature {report.feature} at {html.escape(report.hook_name)}</h1>"
         f"<p>active on {report.density:.2%} of tokens</p>"
-        f"<img src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
+        f"<img src='data:image/png;base64,{png}'>"
         f"<h2>Top contexts</h2><ol>{rows}</ol>"
         f"<h2>Logit lens</h2><p>promotes: {lens(report.promoted)}</p><p>suppresses: {lens(report.suppressed)}</p>"
     )

@@ -191,6 +191,43 @@ def run_show(
     return report.to_json()
 
 
+def run_dashboard(
+    model: str,
+    sae_dir: Path,
+    out: Path,
+    features: list[int] | None,
+    top_n: int | None,
+    corpus: str,
+    texts: int,
+    facts: Path | None,
+    n_facts: int,
+    contexts: int,
+    device: str = "cpu",
+) -> dict:
+    """An HTML dashboard of `features` (or the `top_n` densest on the corpus sample) of the SAE in `sae_dir`:
+    `out/index.html` and a page per feature, with the facts of the CounterFact-layout file `facts` each
+    carries."""
+    from editkit.corpus import open_corpus
+    from editkit.evaluate import load_dataset
+    from editkit.features.dashboard import build_dashboard, densest_features, write_dashboard
+    from editkit.features.sae import SAE
+    from editkit.models import load_model
+
+    if (features is None) == (top_n is None):
+        raise EditkitError("pass exactly one of --features 3,17,... and --top-n N")
+    sae = SAE.load(sae_dir)
+    for f in features or []:
+        sae.check_feature(f)
+    m, tok, adapter = load_model(model, device=device)
+    sae = sae.to(m.device)
+    sample = list(islice(open_corpus(corpus, m, tok).texts(), texts))
+    chosen = features if features is not None else densest_features(m, tok, adapter, sae, sample, top_n)
+    records = load_dataset("counterfact", facts, limit=n_facts) if facts is not None else []
+    pages = build_dashboard(m, tok, adapter, sae, chosen, sample, records, contexts)
+    path = write_dashboard(pages, Path(sae_dir).name, sae.cfg.hook_name, out)
+    return {"out": str(path), "index": str(path / "index.html"), "features": chosen, "facts": len(records)}
+
+
 def _finish_edit(m, tok, result, model: str, out: Path, checkpoint: Path | None) -> dict:
     """Save the edit (and the edited model as a plain transformers checkpoint) and describe it."""
     from editkit.edit.checkpoint import save_checkpoint
