@@ -1023,6 +1023,10 @@ def steer(
     clamp: Annotated[str | None, typer.Option(help="Clamp the feature to V, or to m × its corpus max ('5x').")] = None,
     add: Annotated[float | None, typer.Option(help="Add A × the feature's decoder direction.")] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Greedy tokens to generate.")] = 40,
+    corpus: Annotated[
+        str | None, typer.Option(help="Corpus for --clamp's 'm x' maximum (default: the SAE's training corpus).")
+    ] = None,
+    texts: Annotated[int, typer.Option(min=1, help="How many corpus texts --clamp's maximum is taken over.")] = 2000,
     json_out: JsonOpt = False,
     device: DeviceOpt = "cpu",
 ) -> None:
@@ -1033,16 +1037,14 @@ def steer(
     """
     from editkit.features.run import run_steer
 
-    data = run_steer(model, sae_dir, prompt, feature, clamp, add, max_new_tokens, device)
+    data = run_steer(model, sae_dir, prompt, feature, clamp, add, max_new_tokens, device, corpus, texts)
     if json_out:
         return _print_json(data)
-    console.print(f"[bold]prompt:[/]   {escape(data['prompt'])}", highlight=False, markup=True)
-    console.print(f"[bold]baseline:[/] {escape(data['baseline'])}", highlight=False, markup=True)
-    console.print(
-        f"[bold]steered:[/]  {escape(data['steered'])}  ({data['mode']} {data['value']:.3g})",
-        highlight=False,
-        markup=True,
-    )
+    table = Table(title=f"{data['prompt']} …", title_justify="left")
+    table.add_column("without steering")
+    table.add_column(f"feature {data['feature']}: {data['mode']} {data['value']:.3g}")
+    table.add_row(data["baseline"], data["steered"])
+    console.print(table)
 
 
 @app.command()

@@ -102,6 +102,32 @@ def test_clamp_sets_the_feature(toy, sae, fact_prompt):
         steering_edit(sae, sae.cfg.d_sae, add=1.0)
 
 
+def test_clamp_to_a_multiple_of_the_corpus_maximum_is_computed_once_and_cached(toy, sae, fact_prompt, tmp_path):
+    from editkit.corpus import open_corpus
+    from editkit.features.steering import max_activations
+    from editkit.features.store import keep_mask, tokenize
+
+    model, tok, adapter = toy
+    corpus = open_corpus("toy")
+    peak = max_activations(model, tok, adapter, sae, corpus, 64, cache_dir=tmp_path)
+    # against the activations of each text alone, BOS and padding left out
+    hook = resolve_hook(adapter, sae.cfg.hook_name)
+    from itertools import islice
+
+    expect = torch.zeros(sae.cfg.d_sae)
+    for text in islice(corpus.texts(), 64):
+        ids, mask = tokenize(tok, [text], sae.cfg.context_size)
+        with torch.no_grad(), trace_hook(model, hook, stop=True) as tr:
+            model(input_ids=ids)
+        keep = keep_mask(ids, mask, tok, skip_bos=True)[0]
+        expect = torch.maximum(expect, (sae.encode(hook_value(tr, hook))[0] * keep[:, None]).amax(0))
+    assert torch.allclose(peak, expect, rtol=1e-4, atol=1e-4) and (peak > 0).sum() > 0.5 * sae.cfg.d_sae
+    cached = list((tmp_path / "feature-max").iterdir())
+    assert len(cached) == 1
+    assert torch.equal(max_activations(model, tok, adapter, sae, corpus, 64, cache_dir=tmp_path), peak)
+    assert len(list((tmp_path / "feature-max").iterdir())) == 1
+
+
 def test_feature_ablation_in_the_weights_removes_the_feature(toy, sae, fact_prompt, tmp_path):
     model, tok, adapter = toy
     prompt = fact_prompt[0]

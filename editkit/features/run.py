@@ -128,25 +128,33 @@ def run_steer(
     add: float | None,
     max_new_tokens: int,
     device: str = "cpu",
+    corpus_spec: str | None = None,
+    texts: int = 2000,
 ) -> dict:
-    """Greedy text without and with steering; `clamp` may be `<m>x`: m × the feature's max over the toy corpus."""
+    """Greedy text without and with steering; `clamp` may be `<m>x`: m × the feature's largest activation
+    over `texts` texts of `corpus_spec` (default: the SAE's training corpus), cached."""
     from editkit.corpus import open_corpus
     from editkit.features.sae import SAE
-    from editkit.features.steering import max_activation, steer
+    from editkit.features.steering import max_activations, steer
     from editkit.models import load_model
 
     sae = SAE.load(sae_dir)
+    sae.check_feature(feature)
     m, tok, adapter = load_model(model, device=device)
-    value = None
+    sae = sae.to(m.device)
+    value, multiple = None, None
     if clamp is not None:
         try:
-            if clamp.endswith("x"):
-                texts = list(islice(open_corpus(sae.cfg.dataset_path or "toy", m, tok).texts(), 2000))
-                value = float(clamp[:-1]) * max_activation(m, tok, adapter, sae, feature, texts)
-            else:
-                value = float(clamp)
+            multiple = float(clamp[:-1]) if clamp.endswith("x") else None
+            value = None if multiple is not None else float(clamp)
         except ValueError:
             raise EditkitError(f"--clamp {clamp!r} is not a number or a multiple like 5x") from None
+    if multiple is not None:
+        corpus = open_corpus(corpus_spec or sae.cfg.dataset_path or "toy", m, tok)
+        peak = float(max_activations(m, tok, adapter, sae, corpus, texts)[feature])
+        if peak <= 0:
+            raise EditkitError(f"feature {feature} never fires on {texts} texts of {corpus.spec}; clamp to a number")
+        value = multiple * peak
     return steer(m, tok, adapter, sae, prompt, feature, value, add, max_new_tokens).to_json()
 
 

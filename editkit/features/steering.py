@@ -8,11 +8,14 @@ Generation is greedy and re-runs the whole sequence each step, so positions mean
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from itertools import islice
 
 import torch
 
+from editkit.corpus import Corpus
 from editkit.errors import EditkitError
 from editkit.features.hookpoints import hook_value, resolve_hook, trace_hook
 from editkit.features.sae import SAE
@@ -75,19 +78,35 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int, edit=None, hook
 
 
 @torch.no_grad()
-def max_activation(model, tokenizer, adapter, sae: SAE, feature: int, texts: list[str], batch_size: int = 32) -> float:
-    """The largest activation of `feature` over `texts` (to clamp at a multiple of it)."""
-    from editkit.features.store import tokenize
+def max_activations(
+    model, tokenizer, adapter, sae: SAE, corpus: Corpus, n_texts: int, cache_dir=None, batch_size: int = 32
+) -> torch.Tensor:
+    """Every feature's largest activation over the first `n_texts` of `corpus` (special tokens and BOS left
+    out), to clamp at a multiple of it; computed once per SAE, model and corpus, then read from the cache."""
+    from safetensors.torch import load_file, save
 
+    from editkit.edit.stats import fingerprint
+    from editkit.features.store import keep_mask, tokenize
+    from editkit.io import atomic_write_bytes, cache_root
+
+    key = fingerprint([*sae.state_dict().items(), *model.named_parameters()], sample=4096)  # SAE and model
+    ident = hashlib.sha256(f"{key}:{corpus.identity}:{n_texts}".encode()).hexdigest()[:24]
+    path = cache_root(cache_dir) / "feature-max" / f"{ident}.safetensors"
+    if path.exists():
+        return load_file(path)["max"]
     hook = resolve_hook(adapter, sae.cfg.hook_name)
     device = next(model.parameters()).device
-    best = 0.0
+    best = torch.zeros(sae.cfg.d_sae)
+    texts = list(islice(corpus.texts(), n_texts))
     for i in range(0, len(texts), batch_size):
         ids, mask = tokenize(tokenizer, texts[i : i + batch_size], sae.cfg.context_size)
         with trace_hook(model, hook, stop=True) as tr:
             model(input_ids=ids.to(device), attention_mask=mask.to(device))
-        f = sae.encode(hook_value(tr, hook))[..., sae.check_feature(feature)] * mask.to(device)
-        best = max(best, f.max().item())
+        keep = keep_mask(ids, mask, tokenizer, skip_bos=True).to(device)
+        f = sae.encode(hook_value(tr, hook)) * keep[..., None]
+        best = torch.maximum(best, f.amax((0, 1)).float().cpu())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save({"max": best.contiguous()}))
     return best
 
 
