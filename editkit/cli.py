@@ -567,7 +567,7 @@ def _mark(ok: bool) -> Text:
 def eval_cmd(
     model: ModelArg,
     out: Annotated[Path, typer.Option("--out", help="Run directory: config.json, cases.jsonl, summary.json.")],
-    method: Annotated[str, typer.Option(help="Edit method, or 'none' for the unedited model.")] = "none",
+    method: Annotated[str, typer.Option(help="Edit method (`editkit methods`), or 'none' (unedited).")] = "none",
     dataset: Annotated[str, typer.Option(help="counterfact, multi_counterfact, zsre, easyedit or toy.")] = "toy",
     data: Annotated[Path | None, typer.Option(help="Local dataset file (default: download by name).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Use the first N records (after --offset).")] = None,
@@ -739,7 +739,7 @@ def _edit_table(data: dict) -> Table:
 @cli_errors
 def edit(
     model: ModelArg,
-    method: Annotated[str, typer.Option(help="ft, ft-l, rome, r-rome, memit or alphaedit.")] = "rome",
+    method: Annotated[str, typer.Option(help="Edit method; `editkit methods` lists them.")] = "rome",
     prompt: Annotated[str | None, typer.Option(help="Prompt with {} where the subject goes.")] = None,
     subject: Annotated[str | None, typer.Option(help="The subject, filled into the prompt's {}.")] = None,
     target_new: Annotated[str | None, typer.Option("--target-new", help="The new answer.")] = None,
@@ -758,7 +758,8 @@ def edit(
     json_out: JsonOpt = False,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Edit facts with FT/FT-L, ROME/r-ROME, MEMIT or AlphaEdit; show before/after predictions.
+    """Edit facts with a registered method (FT/FT-L, ROME/r-ROME, MEMIT, AlphaEdit, ...); show before/after
+    predictions.
 
     Example: [bold]editkit edit toy --method rome --prompt "{} plays the" --subject "Tiboth Steleil"
              --target-new harp[/]
@@ -784,6 +785,24 @@ def edit(
     for key, what in (("edit_dir", "edit"), ("checkpoint", "checkpoint")):
         if data[key]:
             console.print(f"wrote {what} to {data[key]}")
+
+
+@app.command()
+@cli_errors
+def methods(json_out: JsonOpt = False) -> None:
+    """The registered edit methods: name, hyper-parameter class, presets, what each does.
+
+    Example: [bold]editkit methods[/]
+    """
+    from editkit.edit.registry import describe
+
+    data = describe()
+    if json_out:
+        return _print_json(data)
+    table = Table("method", "hparams", "presets", "summary")
+    for m in data:
+        table.add_row(m["name"], m["hparams"], ", ".join(f"{k}={v}" for k, v in m["presets"].items()), m["summary"])
+    console.print(table)
 
 
 @app.command("apply")

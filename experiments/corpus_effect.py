@@ -24,8 +24,8 @@ import numpy as np
 
 from editkit.edit import load_hparams
 from editkit.edit.common import context_prefixes
+from editkit.edit.methods.rome import rome_key, rome_update
 from editkit.edit.result import EditResult
-from editkit.edit.rome import rome_key, rome_update
 from editkit.edit.run import make_stats
 from editkit.edit.target import optimise_targets
 from editkit.evaluate.datasets import load_dataset

@@ -3,6 +3,8 @@ corpus, and hyper-parameters that make a 2-layer random model flip in a few step
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from editkit.edit.hparams import build
@@ -35,21 +37,30 @@ def tiny_corpus(path) -> str:
     return str(path)
 
 
+#: Strong, short settings for 2-layer random models (their hidden states are tiny, so no clamp/decay), by field:
+#: each method gets those its hparams class has, except fields it leaves off (None, as FT's norm_constraint).
+TINY_VALUES = dict(
+    layers=[0, 1],
+    lr=0.05,
+    num_steps=10,
+    norm_constraint=0.05,
+    mom2_n_tokens=3000,
+    v_num_grad_steps=12,
+    v_lr=0.5,
+    v_weight_decay=0.0,
+    clamp_norm_factor=1000.0,
+    context_templates=[[2, 1]],
+    mom2_update_weight=1.0,
+    nullspace_threshold=1e-2,
+    L2=1e-3,
+)
+
+
 def tiny_hparams(method: str, corpus: str):
-    """Strong, short settings for 2-layer random models (their hidden states are tiny, so no clamp/decay)."""
-    stats = dict(mom2_corpus=corpus, mom2_n_tokens=3000)
-    target = dict(
-        v_num_grad_steps=12, v_lr=0.5, v_weight_decay=0.0, clamp_norm_factor=1000.0, context_templates=[[2, 1]]
-    )
-    values = {
-        "ft": dict(layers=[0], lr=0.05, num_steps=10),
-        "ft-l": dict(layers=[0], lr=0.05, num_steps=10, norm_constraint=0.05),
-        "rome": dict(layers=[0], **stats, **target),
-        "r-rome": dict(layers=[0], **stats, **target),
-        "memit": dict(layers=[0, 1], mom2_update_weight=1.0, **stats, **target),
-        "alphaedit": dict(layers=[0, 1], nullspace_threshold=1e-2, L2=1e-3, **stats, **target),
-    }[method]
-    return build(method, values)
+    """`method`'s hyper-parameters for the tiny random models, statistics from `corpus`."""
+    defaults = dataclasses.asdict(build(method, {}))
+    values = {**TINY_VALUES, "mom2_corpus": corpus}
+    return build(method, {k: v for k, v in values.items() if k in defaults and defaults[k] is not None})
 
 
 # With two cores shared by several processes, torch's default intra-op threads spin against each other: a

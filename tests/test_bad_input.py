@@ -3,6 +3,7 @@ shows no traceback, leaves no file behind and leaves the (shared, really loaded)
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 from collections.abc import Callable
@@ -319,12 +320,11 @@ def test_a_non_finite_delta_is_refused_and_a_failed_edit_restores_the_model(monk
         EditResult("rome", {}).push(model, nan_key)
     assert model_fingerprint(model) == weights
 
-    def half_then_nan(model, tokenizer, adapter, requests, hp, stats, history=None):
-        result = EditResult("rome", {})
+    def half_then_nan(model, tokenizer, adapter, requests, hp, stats, result):
         result.push(model, good)
         result.push(model, Delta(module, dense=torch.full((out, inp), float("inf"))))
 
-    monkeypatch.setitem(METHODS, "rome", half_then_nan)
+    monkeypatch.setitem(METHODS, "rome", dataclasses.replace(METHODS["rome"], apply=half_then_nan))
     hp = tiny_hparams("rome", tiny_corpus(tmp_path / "corpus.txt"))
     with pytest.raises(EditkitError, match="non-finite ΔW"):
         edit(model, tok, adapter, [EditRequest(**TINY_REQUEST)], "rome", hp, None)

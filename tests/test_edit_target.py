@@ -7,7 +7,7 @@ import torch
 
 from editkit.edit import Stats
 from editkit.edit.common import context_prefixes
-from editkit.edit.rome import rome_key, rome_update
+from editkit.edit.methods.rome import rome_key, rome_update
 from editkit.edit.target import optimise_targets
 from editkit.models import adapter_for
 from editkit.requests import EditRequest

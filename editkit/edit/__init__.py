@@ -1,36 +1,27 @@
-"""Editing facts: FT / FT-L, ROME / r-ROME, MEMIT and AlphaEdit behind one signature
+"""Editing facts: the methods of `editkit.edit.methods` (FT / FT-L, ROME / r-ROME, MEMIT, AlphaEdit), registered
+by name in `editkit.edit.registry`, each called as
 
-    apply_<method>(model, tokenizer, adapter, requests, hparams, stats, history=None) -> EditResult
+    METHODS[name](model, tokenizer, adapter, requests, hparams, stats, history=None) -> EditResult
 
 and `edit`, which runs a method in batch mode (all requests in one call) or sequential mode (one request
 at a time, each on the model the previous ones left, all recorded in one EditResult)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 
-from editkit.edit.alphaedit import apply_alphaedit
+import editkit.edit.methods  # noqa: F401  (registers every method)
 from editkit.edit.common import check_requests
-from editkit.edit.ft import apply_ft
 from editkit.edit.hparams import load_hparams
-from editkit.edit.memit import apply_memit
+from editkit.edit.registry import METHODS, Method, get
 from editkit.edit.result import Delta, EditResult
-from editkit.edit.rome import apply_rome
 from editkit.edit.stats import Stats
 from editkit.errors import EditkitError
 from editkit.requests import EditRequest
 
-METHODS: dict[str, Callable[..., EditResult]] = {
-    "ft": apply_ft,
-    "ft-l": apply_ft,
-    "rome": apply_rome,
-    "r-rome": apply_rome,
-    "memit": apply_memit,
-    "alphaedit": apply_alphaedit,
-}
 MODES = ("batch", "sequential")
 
 
@@ -45,13 +36,11 @@ def edit(
     mode: str = "batch",
 ) -> EditResult:
     """Apply `method` to `requests` in `mode` ('batch' or 'sequential'); returns the sealed EditResult."""
-    if method not in METHODS:
-        raise EditkitError(f"unknown edit method {method!r}; use one of {', '.join(METHODS)}")
+    fn = get(method)
     if mode not in MODES:
         raise EditkitError(f"unknown mode {mode!r}; use 'batch' or 'sequential'")
     check_requests(tokenizer, requests)
     check_layers(adapter, hparams.layers)
-    fn = METHODS[method]
     with restored_on_error(model, adapter, hparams.layers):
         if mode == "batch":
             return fn(model, tokenizer, adapter, requests, hparams, stats)
@@ -87,8 +76,8 @@ def check_layers(adapter, layers: list[int]) -> list[int]:
 
 
 def needs_stats(method: str, hparams) -> bool:
-    """Whether `method` uses the second-moment statistics C."""
-    return method in ("memit", "alphaedit") or (method in ("rome", "r-rome") and hparams.mom2_adjustment)
+    """Whether `method` with `hparams` uses the second-moment statistics C."""
+    return get(method).needs_stats(hparams)
 
 
 __all__ = [
@@ -96,6 +85,7 @@ __all__ = [
     "MODES",
     "Delta",
     "EditResult",
+    "Method",
     "Stats",
     "check_layers",
     "edit",

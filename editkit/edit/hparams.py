@@ -1,5 +1,6 @@
-"""Hyper-parameters: one dataclass per method, loaded from YAML/JSON (shipped under editkit/hparams/<method>/)
-and overridden with `key=value` strings, as `--hparams FILE` and `--set` pass them."""
+"""Hyper-parameters: the dataclasses the methods share (each method's own is in its module), loaded from
+YAML/JSON (shipped under editkit/hparams/<method>/) and overridden with `key=value` strings, as `--hparams FILE`
+and `--set` pass them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from editkit.edit.registry import get
 from editkit.errors import EditkitError
 from editkit.io import read_text
 
@@ -32,6 +34,11 @@ class EditHParams:
     layers: list[int] = field(default_factory=lambda: [0])
     seed: int = bounded(0, ge=0)
 
+    @property
+    def needs_stats(self) -> bool:
+        """Whether the method reads the second-moment statistics C (`StatsHParams` and its subclasses do)."""
+        return False
+
 
 @dataclass
 class StatsHParams(EditHParams):
@@ -39,6 +46,10 @@ class StatsHParams(EditHParams):
 
     mom2_corpus: str = "samples:2000"  # editkit.corpus: works offline for any model
     mom2_n_tokens: int = bounded(100_000, ge=1)
+
+    @property
+    def needs_stats(self) -> bool:
+        return True
 
 
 @dataclass
@@ -54,56 +65,6 @@ class TargetHParams(StatsHParams):
     #: (length in tokens, count) of the generated context prefixes, each >= 1; the bare prompt is always added.
     context_templates: list[list[int]] = bounded([[5, 10], [10, 10]], ge=1)
 
-
-@dataclass
-class FTHParams(EditHParams):
-    """Fine-tuning the MLP output weights of `layers` on the requests; FT-L clamps the change to ±norm_constraint."""
-
-    num_steps: int = bounded(25, ge=1)
-    lr: float = bounded(5e-4, gt=0)
-    norm_constraint: float | None = bounded(None, gt=0)
-
-
-@dataclass
-class ROMEHParams(TargetHParams):
-    """ROME (Meng et al. 2022); `original_key: false` is r-ROME (Gupta et al. 2024)."""
-
-    mom2_adjustment: bool = True
-    original_key: bool = True
-
-
-@dataclass
-class SpreadHParams(TargetHParams):
-    """Shared by MEMIT and AlphaEdit: z at the last of `layers`, the residual spread over all of them."""
-
-    clamp_norm_factor: float = bounded(0.75, gt=0)
-    context_templates: list[list[int]] = bounded([[10, 5]], ge=1)
-
-
-@dataclass
-class MEMITHParams(SpreadHParams):
-    """MEMIT (Meng et al. 2023): λ = mom2_update_weight weighs the preserved keys' covariance."""
-
-    mom2_update_weight: float = bounded(15000.0, gt=0)
-
-
-@dataclass
-class AlphaEditHParams(SpreadHParams):
-    """AlphaEdit (Fang et al. 2025): the update projected onto the null space of C (eigenvalues below
-    nullspace_threshold), with ridge L2 instead of λC."""
-
-    nullspace_threshold: float = bounded(2e-2, gt=0)
-    L2: float = bounded(10.0, gt=0)
-
-
-HPARAM_CLASSES: dict[str, type] = {
-    "ft": FTHParams,
-    "ft-l": FTHParams,
-    "rome": ROMEHParams,
-    "r-rome": ROMEHParams,
-    "memit": MEMITHParams,
-    "alphaedit": AlphaEditHParams,
-}
 
 #: Hub ids and directory names -> the shipped file's model key.
 _MODEL_KEYS = {
@@ -128,7 +89,7 @@ def model_key(name_or_path: str) -> str | None:
 
 def shipped_file(method: str, model: str) -> Path:
     """The hparams file editkit ships for `method` on `model`, or a clear error listing what exists."""
-    check_method(method)
+    get(method)
     key = model_key(model)
     path = HPARAMS_DIR / method / f"{key}.yaml"
     if key is None or not path.exists():
@@ -138,11 +99,6 @@ def shipped_file(method: str, model: str) -> Path:
             f"pass --hparams FILE (YAML or JSON)"
         )
     return path
-
-
-def check_method(method: str) -> None:
-    if method not in HPARAM_CLASSES:
-        raise EditkitError(f"unknown edit method {method!r}; use one of {', '.join(HPARAM_CLASSES)}")
 
 
 def read_file(path: str | Path) -> dict:
@@ -186,13 +142,12 @@ def parse_override(text: str) -> tuple[str, object]:
 
 
 def build(method: str, values: dict, source: str | dict[str, str] = "hparams"):
-    """The method's dataclass from a mapping; unknown keys, wrong types and values out of range are clear
-    errors naming the field and where its value came from (`source`: one name, or one per key)."""
-    check_method(method)
-    if method == "r-rome":
-        values = {"original_key": False, **values}
+    """The method's dataclass from its presets with a mapping on top; unknown keys, wrong types and values out of
+    range are clear errors naming the field and where its value came from (`source`: one name, or one per key)."""
+    spec = get(method)
+    values = {**spec.presets, **values}
     origin = (lambda k: source.get(k, "hparams")) if isinstance(source, dict) else (lambda k: source)
-    cls = HPARAM_CLASSES[method]
+    cls = spec.hparams
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:

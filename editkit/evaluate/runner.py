@@ -504,24 +504,22 @@ def make_editor(
         if hparams_file is not None:
             raise EditkitError("--hparams needs an edit method; drop it or pass --method rome (or memit, ...)")
         return no_editor, {}
-    from editkit.edit import METHODS, Stats, check_layers, load_hparams, needs_stats, restored_on_error
+    from editkit.edit import METHODS, Stats, check_layers, load_hparams, restored_on_error
     from editkit.edit.common import check_requests
     from editkit.edit.hparams import to_dict
 
     if method not in METHODS:
         raise EditkitError(f"unknown method {method!r}; use none or one of {', '.join(METHODS)}")
-    model, tok, adapter = bundle
+    apply, (model, tok, adapter) = METHODS[method], bundle
     hp = load_hparams(method, model_name, hparams_file, overrides)
     check_layers(adapter, hp.layers)
-    stats = Stats(model, tok, adapter, hp.mom2_corpus, hp.mom2_n_tokens) if needs_stats(method, hp) else None
+    stats = Stats(model, tok, adapter, hp.mom2_corpus, hp.mom2_n_tokens) if apply.needs_stats(hp) else None
     history = []
 
     def editor(model, tokenizer, requests: list[EditRequest]):
         check_requests(tokenizer, requests)
         with restored_on_error(model, adapter, hp.layers):
-            result = METHODS[method](
-                model, tokenizer, adapter, requests, hp, stats, history=history[-1] if history else None
-            )
+            result = apply(model, tokenizer, adapter, requests, hp, stats, history=history[-1] if history else None)
         if sequential:
             history.append(result)
         return result

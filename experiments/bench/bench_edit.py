@@ -24,11 +24,11 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 
-import editkit.edit.memit
-import editkit.edit.rome
-from editkit.edit import edit, load_hparams, needs_stats
+import editkit.edit.methods.memit
+import editkit.edit.methods.rome
+from editkit.edit import METHODS, edit, load_hparams, needs_stats
 from editkit.edit.common import context_prefixes, frozen, pad_rows
-from editkit.edit.rome import rome_key, rome_update
+from editkit.edit.methods.rome import rome_key, rome_update
 from editkit.edit.run import make_stats
 from editkit.edit.target import optimise_targets, request_rows
 from editkit.evaluate.datasets import load_edit_requests
@@ -44,12 +44,12 @@ def previous_path():
     def reference(model, tok, adapter, module, requests, prefixes, hp, cached=True):
         return [t for r in requests for t in optimise_targets(model, tok, adapter, module, [r], prefixes, hp, False)]
 
-    saved = editkit.edit.rome.optimise_targets, editkit.edit.memit.optimise_targets
-    editkit.edit.rome.optimise_targets = editkit.edit.memit.optimise_targets = reference
+    saved = editkit.edit.methods.rome.optimise_targets, editkit.edit.methods.memit.optimise_targets
+    editkit.edit.methods.rome.optimise_targets = editkit.edit.methods.memit.optimise_targets = reference
     try:
         yield
     finally:
-        editkit.edit.rome.optimise_targets, editkit.edit.memit.optimise_targets = saved
+        editkit.edit.methods.rome.optimise_targets, editkit.edit.methods.memit.optimise_targets = saved
 
 
 def step_profile(model, tok, adapter, module: str, request, prefixes, hp, repeats: int = 3) -> dict[str, float]:
@@ -125,10 +125,8 @@ def rome_parts(model, tok, adapter, request, hp, stats) -> dict[str, float]:
 
 def memit_parts(model, tok, adapter, requests, hp, stats) -> dict[str, float]:
     """One MEMIT batch (new path), timed by stage: targets (z), then keys + solves + writes over the layers."""
-    from editkit.edit.memit import apply_memit
-
     t0 = time.perf_counter()
-    result = apply_memit(model, tok, adapter, requests, hp, stats)
+    result = METHODS["memit"](model, tok, adapter, requests, hp, stats)
     total = time.perf_counter() - t0
     result.revert(model)
     prefixes = context_prefixes(model, tok, hp.context_templates, hp.seed)

@@ -3,13 +3,25 @@ after the bare prompt. FT-L keeps every weight within ±norm_constraint of its o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from editkit.edit.common import frozen, pad_rows
-from editkit.edit.hparams import FTHParams, to_dict
+from editkit.edit.hparams import EditHParams, bounded
+from editkit.edit.registry import Method, register
 from editkit.edit.result import Delta, EditResult, weight
 from editkit.requests import EditRequest
 from editkit.tokens import encode, pad_id, target_ids
+
+
+@dataclass
+class FTHParams(EditHParams):
+    """Fine-tuning the MLP output weights of `layers` on the requests; FT-L clamps the change to ±norm_constraint."""
+
+    num_steps: int = bounded(25, ge=1)
+    lr: float = bounded(5e-4, gt=0)
+    norm_constraint: float | None = bounded(None, gt=0)
 
 
 def nll_batch(tokenizer, requests: list[EditRequest], device):
@@ -25,11 +37,9 @@ def nll_batch(tokenizer, requests: list[EditRequest], device):
 
 
 def apply_ft(
-    model, tokenizer, adapter, requests: list[EditRequest], hp: FTHParams, stats, history: EditResult | None = None
+    model, tokenizer, adapter, requests: list[EditRequest], hp: FTHParams, stats, result: EditResult
 ) -> EditResult:
     """Fine-tune on all requests together; the change is recorded as one dense delta per touched module."""
-    method = "ft" if hp.norm_constraint is None else "ft-l"
-    result = history or EditResult(method, to_dict(hp))
     device = next(model.parameters()).device
     modules = [adapter.name("mlp_out", i) for i in hp.layers]
     params = [weight(model, m) for m in modules]
@@ -68,3 +78,8 @@ def get_leaf(model, module: str) -> torch.nn.Parameter:
     from editkit.models.adapters import get_module
 
     return get_module(model, module).weight
+
+
+FT = register(Method("ft", apply_ft, FTHParams, "fine-tuning of the MLP output weights (ROME paper's FT baseline)"))
+#: the ROME paper's FT-L constant (L∞ 5e-4) preset; the shipped files give it per model
+register(FT.variant("ft-l", "FT with each weight kept within ±norm_constraint (FT-L)", norm_constraint=5e-4))

@@ -8,17 +8,34 @@ and solves ΔW = R Kᵀ (λC + K Kᵀ)⁻¹ in float64. AlphaEdit reuses `spread
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from editkit.edit.common import context_prefixes, group_weights, io_at_subject, mean_keys
-from editkit.edit.hparams import MEMITHParams, to_dict
+from editkit.edit.hparams import TargetHParams, bounded
+from editkit.edit.registry import Method, register
 from editkit.edit.result import Delta, EditResult
 from editkit.edit.target import optimise_targets
 from editkit.requests import EditRequest
 
 #: solve(layer, K [in, n], R [out, n]) -> ΔW [out, in], all float64.
 Solve = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class SpreadHParams(TargetHParams):
+    """Shared by MEMIT and AlphaEdit: z at the last of `layers`, the residual spread over all of them."""
+
+    clamp_norm_factor: float = bounded(0.75, gt=0)
+    context_templates: list[list[int]] = bounded([[10, 5]], ge=1)
+
+
+@dataclass
+class MEMITHParams(SpreadHParams):
+    """MEMIT (Meng et al. 2023): λ = mom2_update_weight weighs the preserved keys' covariance."""
+
+    mom2_update_weight: float = bounded(15000.0, gt=0)
 
 
 def targets(model, tokenizer, adapter, requests: list[EditRequest], hp, prefixes) -> torch.Tensor:
@@ -47,7 +64,7 @@ def spread(model, tokenizer, adapter, requests: list[EditRequest], hp, result: E
 
 
 def apply_memit(
-    model, tokenizer, adapter, requests: list[EditRequest], hp: MEMITHParams, stats, history: EditResult | None = None
+    model, tokenizer, adapter, requests: list[EditRequest], hp: MEMITHParams, stats, result: EditResult
 ) -> EditResult:
     """MEMIT's batch update; ΔW = R Kᵀ (λC + K Kᵀ)⁻¹ with λ = mom2_update_weight."""
 
@@ -55,4 +72,7 @@ def apply_memit(
         A = hp.mom2_update_weight * stats.C(layer).to(K.device) + K @ K.T
         return R @ torch.linalg.solve(A, K).T
 
-    return spread(model, tokenizer, adapter, requests, hp, history or EditResult("memit", to_dict(hp)), solve)
+    return spread(model, tokenizer, adapter, requests, hp, result, solve)
+
+
+register(Method("memit", apply_memit, MEMITHParams, "MEMIT: many edits at once, spread over layers (Meng et al. 2023)"))

@@ -7,18 +7,32 @@ u = C⁻¹k̄ / ‖C⁻¹k̄‖ with k̄ the key averaged over context prefixes;
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from editkit.edit.common import context_prefixes, mean_keys
-from editkit.edit.hparams import ROMEHParams, to_dict
+from editkit.edit.hparams import TargetHParams
+from editkit.edit.registry import Method, register
 from editkit.edit.result import Delta, EditResult
 from editkit.edit.target import optimise_targets
 from editkit.requests import EditRequest
 
 
+@dataclass
+class ROMEHParams(TargetHParams):
+    """ROME (Meng et al. 2022); `original_key: false` is r-ROME (Gupta et al. 2024)."""
+
+    mom2_adjustment: bool = True
+    original_key: bool = True
+
+    @property
+    def needs_stats(self) -> bool:
+        return self.mom2_adjustment
+
+
 def apply_rome(
-    model, tokenizer, adapter, requests: list[EditRequest], hp: ROMEHParams, stats, history: EditResult | None = None
+    model, tokenizer, adapter, requests: list[EditRequest], hp: ROMEHParams, stats, result: EditResult
 ) -> EditResult:
     """Edit each request in turn (each on the model the previous one left), one rank-one update each."""
-    result = history or EditResult("rome" if hp.original_key else "r-rome", to_dict(hp))
     prefixes = context_prefixes(model, tokenizer, hp.context_templates, hp.seed)
     layer = adapter.layer(hp.layers[0])
     for request in requests:
@@ -53,3 +67,7 @@ def rome_update(model, tokenizer, adapter, request, hp: ROMEHParams, layer: int,
     lam = (v_star - out) / (k @ u)
     module = adapter.name("mlp_out", layer)
     return Delta(module, u=u.float(), v=lam.float(), keys=k.float()[None], values=v_star.float()[None])
+
+
+ROME = register(Method("rome", apply_rome, ROMEHParams, "ROME: one rank-one update per request (Meng et al. 2022)"))
+register(ROME.variant("r-rome", "ROME with the averaged key in the update (Gupta et al. 2024)", original_key=False))
