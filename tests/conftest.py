@@ -1,63 +1,16 @@
-"""Shared fixtures: tiny seeded random models of every supported family, and the shipped toy model."""
+"""Shared fixtures: tiny seeded random models of every registered family, and the shipped toy model."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    Gemma2Config,
-    Gemma3TextConfig,
-    GemmaConfig,
-    GPT2Config,
-    GPTJConfig,
-    GPTNeoXConfig,
-    LlamaConfig,
-    MistralConfig,
-    Qwen2Config,
-)
+from transformers import AutoModelForCausalLM
 
 from editkit.models import load_model
+from editkit.models.families import FAMILIES
 
-_SMALL = dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
-
-_GEMMA_ATTN = dict(
-    num_key_value_heads=2,
-    head_dim=8,
-    query_pre_attn_scalar=8,
-    max_position_embeddings=64,
-    sliding_window=3,
-    final_logit_softcapping=0.5,
-)
-
-TINY_CONFIGS = {
-    "gpt2": lambda: GPT2Config(vocab_size=128, n_positions=64, n_embd=32, n_layer=2, n_head=4, n_inner=64),
-    "gptj": lambda: GPTJConfig(
-        vocab_size=128, n_positions=64, n_embd=32, n_layer=2, n_head=4, n_inner=64, rotary_dim=4
-    ),
-    "gpt_neox": lambda: GPTNeoXConfig(**_SMALL, max_position_embeddings=64),
-    "llama": lambda: LlamaConfig(**_SMALL, num_key_value_heads=2, max_position_embeddings=64),
-    "mistral": lambda: MistralConfig(**_SMALL, num_key_value_heads=2, max_position_embeddings=64, sliding_window=None),
-    "qwen2": lambda: Qwen2Config(**_SMALL, num_key_value_heads=2, max_position_embeddings=64),
-    # Gemma scales embeddings by sqrt(width): in a random 2-layer model they drown what the MLPs write, and
-    # an FT-L step bounded by 0.05 cannot flip the tied (self-predicting) head; untied, with larger weights, it can
-    "gemma": lambda: GemmaConfig(
-        **_SMALL,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
-        initializer_range=0.1,
-    ),
-    # Gemma 2 / 3: one local and one global layer, a window shorter than the test prompts, and soft-caps
-    # small enough to change the probabilities (a trace that skipped either would fail the tests)
-    "gemma2": lambda: Gemma2Config(
-        **_SMALL, **_GEMMA_ATTN, layer_types=["full_attention", "sliding_attention"], attn_logit_softcapping=0.5
-    ),
-    "gemma3_text": lambda: Gemma3TextConfig(
-        **_SMALL, **_GEMMA_ATTN, layer_types=["sliding_attention", "full_attention"]
-    ),
-}
+#: every registered family's tiny random configuration (editkit.models.families)
+TINY_CONFIGS = {name: f.tiny_config for name, f in FAMILIES.items()}
 
 
 def tiny_model(family: str, seed: int = 0):
@@ -82,11 +35,6 @@ def tiny_opt():
             word_embed_proj_dim=16,
         )
     )
-
-
-@pytest.fixture(params=sorted(TINY_CONFIGS))
-def family(request) -> str:
-    return request.param
 
 
 @pytest.fixture(scope="session")

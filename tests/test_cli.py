@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from editkit.cli import app
-from tests.conftest import tiny_model, tiny_opt
+from tests.conftest import tiny_opt
 
 runner = CliRunner()
 
@@ -96,16 +96,3 @@ def test_unknown_architecture_is_one_line_with_status_2(tmp_path):
 def test_debug_shows_the_traceback():
     res = run("--debug", "info", "./no/such/model")
     assert res.exit_code != 0 and res.exception is not None
-
-
-def test_tiny_models_of_every_family_load_from_disk(tmp_path, family):
-    """load_model's real path (from_pretrained on a directory) for each family, checked via `info`."""
-    tiny_model(family).save_pretrained(tmp_path / family)
-    # A tokenizer is part of a model directory; reuse the toy tokenizer for the tiny models.
-    from transformers import AutoTokenizer
-
-    from editkit.models import toy_dir
-
-    AutoTokenizer.from_pretrained(toy_dir() / "model").save_pretrained(tmp_path / family)
-    data = json.loads(run("info", str(tmp_path / family), "--json").output)
-    assert data["family"] == family and data["layers"] == 2

@@ -1,6 +1,6 @@
-"""The target optimisation (v* / z): the cached path (blocks below the edited module run once, logits only where
-the loss reads) gives the reference path's δ on tiny models of every family, and a batch of requests gives what
-each request gets alone, including requests that converge and leave the batch at different steps."""
+"""The target optimisation (v* / z): a batch of requests gives what each request gets alone, including requests
+that converge and leave the batch at different steps, and ROME's ΔW is the same on both paths. (The cached path
+equals the reference path on every family: tests/test_conformance.py.)"""
 
 import pytest
 import torch
@@ -35,23 +35,6 @@ def _hp(steps: int = 12):
     hp = tiny_hparams("memit", "unused")
     hp.v_num_grad_steps = steps
     return hp
-
-
-@pytest.mark.parametrize("kind,layer", [("mlp_out", 0), ("block", 0), ("block", -1)])
-def test_cached_path_equals_reference(family, kind, layer, tok):
-    model = tiny_model(family)
-    adapter = adapter_for(model)
-    hp = _hp()
-    prefixes = context_prefixes(model, tok, hp.context_templates, hp.seed)
-    module = adapter.name(kind, layer)
-    fast = optimise_targets(model, tok, adapter, module, REQUESTS[:2], prefixes, hp)
-    for request, got in zip(REQUESTS[:2], fast, strict=True):
-        (ref,) = optimise_targets(model, tok, adapter, module, [request], prefixes, hp, cached=False)
-        assert got.steps == ref.steps
-        assert torch.equal(got.init, ref.init)
-        assert ref.delta.norm() > 0.1 * ref.init.norm()  # the optimisation moved
-        assert _rel(got.delta, ref.delta) <= 1e-5
-        assert got.nll == pytest.approx(ref.nll, rel=1e-4)
 
 
 @pytest.mark.parametrize("kind,layer", [("mlp_out", 0), ("block", 1)])

@@ -1,11 +1,11 @@
-"""Every method on tiny random models of every family: it flips the prediction, ROME's update solves
-W' k = v*, and apply → revert restores every weight bit for bit."""
+"""Edits on tiny random models: ROME's update solves W' k = v*, sequential edits keep every delta, same seed
+gives the same numbers. (Every method flipping a fact on every family, reverted bit for bit: test_conformance.py.)"""
 
 import pytest
 import torch
 
-from editkit.edit import METHODS, EditResult, Stats, edit, needs_stats
-from editkit.models import adapter_for, next_token_probs
+from editkit.edit import Stats, edit
+from editkit.models import adapter_for
 from editkit.models.adapters import get_module
 from editkit.requests import EditRequest
 from tests.conftest import tiny_model
@@ -24,29 +24,6 @@ def corpus(tmp_path_factory):
 
 def _state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_method_flips_and_reverts_bit_for_bit(family, method, tok, corpus, tmp_path):
-    model = tiny_model(family)
-    adapter = adapter_for(model)
-    hp = tiny_hparams(method, corpus)
-    request = EditRequest(**TINY_REQUEST)
-    new = tok.convert_tokens_to_ids("Paris")
-    assert next_token_probs(model, tok, [request.text])[0].argmax() != new
-    original = _state(model)
-    stats = Stats(model, tok, adapter, corpus, 3000, cache_dir=tmp_path) if needs_stats(method, hp) else None
-    result = edit(model, tok, adapter, [request], method, hp, stats)
-    assert next_token_probs(model, tok, [request.text])[0].argmax() == new
-    edited = _state(model)
-    assert any(not torch.equal(edited[k], original[k]) for k in original)
-
-    result.save(tmp_path / "edit")
-    loaded = EditResult.load(tmp_path / "edit")
-    loaded.revert(model)
-    assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items())
-    loaded.apply(model)
-    assert all(torch.equal(v, edited[k]) for k, v in model.state_dict().items())
 
 
 @pytest.mark.parametrize("original_key", [True, False])

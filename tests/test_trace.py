@@ -1,5 +1,5 @@
-"""Causal tracing: fast equals the reference loop, scores mean what they should, on the toy model and
-tiny models of every family."""
+"""Causal tracing: fast equals the reference loop, scores mean what they should, on the toy model (`fast` equal
+to `naive` on every family: tests/test_conformance.py)."""
 
 import json
 
@@ -112,18 +112,6 @@ def test_noise_is_drawn_as_the_reference_draws_it(toy):
     assert noise_scale(model, tok, adapter, "0.1", []) == (0.1, False)
     with pytest.raises(EditkitError, match="unknown noise 'loud'"):
         noise_scale(model, tok, adapter, "loud", [])
-
-
-def test_trace_runs_on_every_family(family, toy):
-    tok = toy[1]
-    model = tiny_model(family)
-    model.resize_token_embeddings(len(tok))
-    adapter = adapter_for(model)
-    kw = dict(samples=2, window=2, noise=0.5)
-    naive = trace(model, tok, adapter, "The capital of the Arvel Republic is", "Arvel Republic", method="naive", **kw)
-    fast = trace(model, tok, adapter, "The capital of the Arvel Republic is", "Arvel Republic", **kw)
-    for kind in naive.scores:
-        np.testing.assert_allclose(fast.scores[kind], naive.scores[kind], atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("family", ["gemma", "gemma3_text"])

@@ -6,16 +6,15 @@ the unembedding. Rank-one editing writes to `mlp_out`, whose input is the key `k
 value `v` (ROME's notation). Weights are always exchanged as `[out, in]`; GPT-2's transposed `Conv1D` is
 handled here, nowhere else.
 
-`attn` and `mlp` are what attention and the MLP add to the residual stream. Gemma 2 and 3 normalise each
-sublayer's output before adding it (`post_attention_layernorm`, `post_feedforward_layernorm`; the MLP's
-input norm is `pre_feedforward_layernorm`), so there `attn` and `mlp` are those post-norms, while `attn_out`
-(`o_proj`) and `mlp_out` (`down_proj`) stay the projections: the key `k` is `down_proj`'s input, and the
-post-norm is part of what follows the edited layer. (Gemma 1's `post_attention_layernorm` is the MLP's
-input norm, as in Llama: it has no post-norms.)
+`attn` and `mlp` are what attention and the MLP add to the residual stream: in families that normalise each
+sublayer's output before adding it (Gemma 2 and 3, OLMo 2), those post-norms, while `attn_out` (`o_proj`) and
+`mlp_out` (`down_proj`) stay the projections: the key `k` is `down_proj`'s input, and the post-norm is part of
+what follows the edited layer.
 
-What a family computes beyond module paths is data here too: the final-logit soft-cap (Gemma 2's
-`final_logit_softcapping`, read off the config), applied by `Adapter.logits`, and the offset of the
-RMSNorm gain (Gemma multiplies by `1 + weight`), applied by `Adapter.final_norm_gain`.
+Each family's paths and norm-gain offset are data, one file per family in `editkit.models.families`. What a
+model computes beyond them is read off the model: the final-logit soft-cap (`final_logit_softcapping` in the
+config, Gemma 2's), applied by `Adapter.logits`; the embedding and unembedding modules
+(`get_input_embeddings` / `get_output_embeddings`, as transformers renames them between versions).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from editkit.errors import EditkitError
+from editkit.models.families import FAMILIES
 
 #: Per-block module kinds, in the order `info` lists them.
 BLOCK_KINDS = ("block", "attn", "attn_out", "mlp", "mlp_in", "mlp_out")
@@ -111,60 +111,6 @@ def weight_out_in(module: nn.Module) -> torch.Tensor:
     raise EditkitError(f"module {type(module).__name__} is not a Linear or Conv1D layer")
 
 
-_GPT2_LIKE = dict(
-    blocks="transformer.h", attn="transformer.h.{}.attn", mlp="transformer.h.{}.mlp", final_norm="transformer.ln_f"
-)
-_LLAMA_LIKE = dict(
-    blocks="model.layers",
-    attn="model.layers.{}.self_attn",
-    attn_out="model.layers.{}.self_attn.o_proj",
-    mlp="model.layers.{}.mlp",
-    mlp_in="model.layers.{}.mlp.up_proj",
-    mlp_out="model.layers.{}.mlp.down_proj",
-    final_norm="model.norm",
-)
-#: Gemma 2 / 3: the sublayers' contributions to the residual stream are their post-norms' outputs
-_GEMMA2_LIKE = {
-    **_LLAMA_LIKE,
-    "attn": "model.layers.{}.post_attention_layernorm",
-    "mlp": "model.layers.{}.post_feedforward_layernorm",
-}
-
-#: model_type (from the HF config) -> module paths. Embedding and unembedding names are read off the model
-#: (`get_input_embeddings` / `get_output_embeddings`), as transformers renames them between versions.
-FAMILIES: dict[str, dict[str, str]] = {
-    "gpt2": {
-        **_GPT2_LIKE,
-        "attn_out": "transformer.h.{}.attn.c_proj",
-        "mlp_in": "transformer.h.{}.mlp.c_fc",
-        "mlp_out": "transformer.h.{}.mlp.c_proj",
-    },
-    "gptj": {
-        **_GPT2_LIKE,
-        "attn_out": "transformer.h.{}.attn.out_proj",
-        "mlp_in": "transformer.h.{}.mlp.fc_in",
-        "mlp_out": "transformer.h.{}.mlp.fc_out",
-    },
-    "gpt_neox": dict(
-        blocks="gpt_neox.layers",
-        attn="gpt_neox.layers.{}.attention",
-        attn_out="gpt_neox.layers.{}.attention.dense",
-        mlp="gpt_neox.layers.{}.mlp",
-        mlp_in="gpt_neox.layers.{}.mlp.dense_h_to_4h",
-        mlp_out="gpt_neox.layers.{}.mlp.dense_4h_to_h",
-        final_norm="gpt_neox.final_layer_norm",
-    ),
-    "llama": _LLAMA_LIKE,
-    "mistral": _LLAMA_LIKE,
-    "qwen2": _LLAMA_LIKE,
-    "gemma": _LLAMA_LIKE,
-    "gemma2": _GEMMA2_LIKE,
-    "gemma3_text": _GEMMA2_LIKE,
-}
-#: families whose RMSNorm multiplies by `1 + weight` rather than `weight`
-NORM_OFFSET: dict[str, float] = {"gemma": 1.0, "gemma2": 1.0, "gemma3_text": 1.0}
-
-
 def check_supported(model_type: str, class_name: str) -> None:
     """Raise a clear error for an architecture without an adapter."""
     if model_type not in FAMILIES:
@@ -184,10 +130,10 @@ def adapter_for(model: nn.Module) -> Adapter:
         n_layers=cfg.num_hidden_layers,
         hidden_size=cfg.hidden_size,
         logit_softcap=getattr(cfg, "final_logit_softcapping", None),
-        norm_offset=NORM_OFFSET.get(cfg.model_type, 0.0),
+        norm_offset=FAMILIES[cfg.model_type].norm_offset,
         embed=names[model.get_input_embeddings()],
         unembed=names[model.get_output_embeddings()],
-        **FAMILIES[cfg.model_type],
+        **FAMILIES[cfg.model_type].paths,
     )
     for name in [adapter.blocks, adapter.final_norm]:
         get_module(model, name)
