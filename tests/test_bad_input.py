@@ -282,6 +282,21 @@ def test_optional_fields_of_any_type_are_checked_not_keyerror():
     assert check_value(2.5, f) == "should be of type int | None"
 
 
+def test_field_types_are_checked_without_postponed_annotations():
+    """A method module without `from __future__ import annotations` gives its hparams fields types, not strings
+    (they were an AttributeError in the type check)."""
+    from dataclasses import field, fields, make_dataclass
+
+    from editkit.edit.hparams import check_value
+
+    steps = field(default=None, metadata={"ge": 1})
+    cls = make_dataclass("H", [("steps", int | None, steps), ("layers", list[int], field(default_factory=list))])
+    steps, layers = fields(cls)
+    assert check_value(3, steps) is None and check_value(None, steps) is None
+    assert check_value("3", steps) == "should be of type int | None" and check_value(0, steps) == "must be >= 1"
+    assert check_value([1, 2], layers) is None and check_value([1.5], layers) == "should be of type list[int]"
+
+
 @pytest.mark.parametrize("method", ["rome", "memit"])
 def test_layers_count_from_the_end_and_never_wrap(method, tmp_path):
     model, tok = tiny_model("gpt2"), word_tokenizer()

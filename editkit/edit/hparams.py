@@ -164,8 +164,9 @@ def build(method: str, values: dict, source: str | dict[str, str] = "hparams"):
 
 def check_value(value, f: dataclasses.Field) -> str | None:
     """What is wrong with `value` for field `f` (its type, its bound, or a rule of its own), or None."""
-    if not _is_type(value, f.type):
-        return f"should be of type {f.type}"
+    annotation = _type_name(f.type)
+    if not _is_type(value, annotation):
+        return f"should be of type {annotation}"
     if f.name == "layers":
         if not value:
             return "is empty; give at least one layer, e.g. layers=[3]"
@@ -185,6 +186,16 @@ def check_value(value, f: dataclasses.Field) -> str | None:
     if gt is not None and any(x <= gt for x in numbers):
         return f"must be > {gt:g}"
     return None
+
+
+def _type_name(annotation) -> str:
+    """A field's type as the string `_is_type` reads ('int', 'float | None', 'list[list[int]]'), whether the
+    method's module postpones annotations (strings) or not (types)."""
+    if isinstance(annotation, str):
+        return annotation
+    if isinstance(annotation, type) and not getattr(annotation, "__args__", None):
+        return annotation.__name__
+    return str(annotation).replace("NoneType", "None")
 
 
 def _is_type(value, annotation: str) -> bool:
