@@ -891,7 +891,8 @@ SaeDirArg = Annotated[Path, typer.Argument(help="An SAE directory (cfg.json + sa
 
 def _sae_eval_table(title: str, ev: dict) -> Table:
     table = Table(title=title, show_header=False)
-    for key in ("n_tokens", "l0", "explained_variance", "dead_fraction", "ce_clean", "ce_sae", "ce_zero"):
+    keys = ("n_tokens", "l0", "explained_variance", "dead_fraction", "dense_fraction", "shrinkage", "ce_clean")
+    for key in (*keys, "ce_sae", "ce_zero"):
         table.add_row(key, f"{ev[key]:,}" if isinstance(ev[key], int) else f"{ev[key]:.4f}")
     table.add_row("ce_loss_recovered", f"{ev['ce_loss_recovered']:.1%}")
     return table

@@ -212,8 +212,12 @@ def test_shipped_toy_sae_reconstructs_the_residual_stream(toy):
     assert sae.cfg.hook_name == TOY_HOOK and ev.n_tokens > 500
     assert ev.explained_variance > 0.8 and ev.ce_loss_recovered > 0.8
     assert ev.ce_clean < ev.ce_sae < ev.ce_zero
-    if sae.cfg.architecture == "topk":
-        assert ev.l0 <= sae.cfg.k
+    assert ev.l0 <= sae.cfg.k
+    assert 0 < ev.dense_fraction < 0.2 and 0.95 < ev.shrinkage < 1.05
+    decode = sae.decode
+    sae.decode = lambda f: decode(f) / 2  # a reconstruction half as long: γ = E‖x̂‖² / E⟨x̂, x⟩ halves
+    half = evaluate_sae(model, tok, adapter, sae, texts)
+    assert half.shrinkage == pytest.approx(ev.shrinkage / 2, rel=1e-6)
 
 
 def test_cli_sae_eval_and_bad_hook(tmp_path):

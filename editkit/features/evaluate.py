@@ -1,6 +1,9 @@
-"""Evaluating an SAE on a model, as SAELens reports it: L0, explained variance (1 − FVU), the fraction of
-features that never fire, and the cross-entropy loss recovered when the SAE's reconstruction replaces the
-activation at its hook, (CE_zero − CE_sae) / (CE_zero − CE_clean), zero-ablation being the baseline."""
+"""Evaluating an SAE on a model, the same metrics for every architecture (as SAELens and SAEBench report
+them): L0, explained variance (1 − FVU), the fractions of features that never fire (dead) and that fire on
+more than 10 % of tokens (dense), shrinkage as the relative reconstruction bias γ = E‖x̂‖² / E⟨x̂, x⟩
+(Rajamanoharan et al. 2024: the γ minimising E‖x̂/γ − x‖²; 1 is none, below 1 the SAE shrinks), and the
+cross-entropy loss recovered when the SAE's reconstruction replaces the activation at its hook,
+(CE_zero − CE_sae) / (CE_zero − CE_clean), zero-ablation being the baseline."""
 
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from editkit.features.sae import SAE
 from editkit.features.store import keep_mask, tokenize
 from editkit.io import atomic_write_text
 
+DENSE = 0.1  # a feature firing on more than this fraction of tokens is dense
+
 
 @dataclass
 class SAEEvaluation:
@@ -24,6 +29,8 @@ class SAEEvaluation:
     l0: float
     explained_variance: float
     dead_fraction: float
+    dense_fraction: float
+    shrinkage: float
     ce_clean: float
     ce_sae: float
     ce_zero: float
@@ -58,7 +65,8 @@ def evaluate_sae(
     resid = total_sq = 0.0
     x_sum = torch.zeros(sae.cfg.d_in, dtype=torch.float64)
     l0_sum, n_tok = 0.0, 0
-    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
+    hat_sq = hat_dot = 0.0
     for i in range(0, len(texts), batch_size):
         ids, mask = tokenize(tokenizer, texts[i : i + batch_size], context_size)
         ids_d, mask_d = ids.to(device), mask.to(device)
@@ -79,7 +87,9 @@ def evaluate_sae(
         x_sum += xk.sum(0).cpu()
         l0_sum += (fk > 0).sum().item()
         n_tok += len(xk)
-        fired |= (fk > 0).any(0).cpu()
+        fired += (fk > 0).sum(0).cpu()
+        hat_sq += xh.pow(2).sum().item()
+        hat_dot += (xh * xk).sum().item()
     variance = total_sq - x_sum.pow(2).sum().item() / n_tok
     ce_clean, ce_sae, ce_zero = (ce / n_pred).tolist()
     return SAEEvaluation(
@@ -87,7 +97,9 @@ def evaluate_sae(
         n_tokens=n_tok,
         l0=l0_sum / n_tok,
         explained_variance=1 - resid / variance,
-        dead_fraction=1 - fired.float().mean().item(),
+        dead_fraction=1 - (fired > 0).float().mean().item(),
+        dense_fraction=(fired > DENSE * n_tok).float().mean().item(),
+        shrinkage=hat_sq / hat_dot,
         ce_clean=ce_clean,
         ce_sae=ce_sae,
         ce_zero=ce_zero,
