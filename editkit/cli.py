@@ -931,10 +931,7 @@ def sae_train(
     """
     from editkit.features.run import run_sae_train
 
-    try:
-        matryoshka_widths = [int(w) for w in widths.split(",")] if widths else None
-    except ValueError:
-        raise EditkitError(f"--widths {widths!r} is not a comma-separated list of integers") from None
+    matryoshka_widths = _int_list(widths, "--widths") if widths else None
     data = run_sae_train(
         model,
         hook,
