@@ -345,19 +345,15 @@ def trace_dataset_cmd(
 
     Example: [bold]editkit trace-dataset toy toy --limit 200 --out runs/aie[/]
     """
-    from rich.progress import Progress
-
     from editkit.locate.dataset import BUCKETS, average_indirect_effect, load_trace_cases, plot_aie, trace_dataset
     from editkit.locate.tracing import KINDS
     from editkit.models import load_model
-    from editkit.progress import LineProgress, is_terminal
+    from editkit.progress import progress_bar
 
     kinds = list(KINDS) if kind == "all" else [kind]
     cases = load_trace_cases(dataset)  # all of them set the noise scale, as ROME's knowns do
     m, tok, a = load_model(model, device=device)
-    lines = None if is_terminal() else LineProgress("trace-dataset", len(cases[:limit]), "facts")
-    with Progress(console=console, disable=lines is not None) as bar:
-        task = bar.add_task("tracing", total=len(cases[:limit]))
+    with progress_bar("trace-dataset", len(cases[:limit]), "facts") as bar:
         counts = trace_dataset(
             m,
             tok,
@@ -370,7 +366,7 @@ def trace_dataset_cmd(
             samples=samples,
             seed=seed,
             noise_subjects=[c.subject for c in cases],
-            progress=lambda i, n: lines.update(i) if lines else bar.update(task, completed=i),
+            progress=lambda i, n: bar(i),
         )
     aie = average_indirect_effect(out / "traces.h5")
     from editkit.io import atomic_write_text

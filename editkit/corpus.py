@@ -4,14 +4,13 @@ corpus; a Hugging Face dataset name is read where `datasets` and the hub are rea
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from editkit.errors import EditkitError
-from editkit.io import cache_root
+from editkit.io import cache_root, file_sha256
 
 SAMPLE_TOKENS = 128  # new tokens per sampled text
 SAMPLE_BATCH = 16  # texts drawn per seeded generate call: samples:N is a prefix of samples:M for N < M
@@ -42,8 +41,7 @@ def open_corpus(spec: str, model=None, tokenizer=None, text_field: str = "text",
         return _samples(spec, model, tokenizer, cache_dir, log)
     path = Path(spec).expanduser()
     if path.is_file():
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        return Corpus(spec, f"file:{digest}", lambda: _read_file(path, text_field))
+        return Corpus(spec, f"file:{file_sha256(path)}", lambda: _read_file(path, text_field))
     if spec.startswith((".", "/", "~")) or path.suffix in (".txt", ".jsonl", ".json"):
         raise EditkitError(f"corpus file {spec} does not exist; pass an existing .txt/.jsonl file, or {OFFLINE_HINT}")
     return _dataset(spec, text_field)
@@ -98,7 +96,7 @@ def parse_samples(spec: str) -> tuple[int, int]:
 
 
 def _samples(spec: str, model, tokenizer, cache_dir, log) -> Corpus:
-    from editkit.edit.stats import fingerprint
+    from editkit.tensors import fingerprint
 
     n, seed = parse_samples(spec)
     if model is None or tokenizer is None:

@@ -6,6 +6,7 @@ is removed by the next write of the same NAME."""
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
 import shutil
@@ -22,6 +23,11 @@ os.umask(_UMASK)
 def cache_root(override: str | Path | None = None) -> Path:
     """editkit's cache: `override`, else `$EDITKIT_CACHE`, else ~/.cache/editkit."""
     return Path(override or os.environ.get("EDITKIT_CACHE") or Path.home() / ".cache" / "editkit").expanduser()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (hex)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def temporary_prefix(path: Path) -> str:

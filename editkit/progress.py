@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 def is_terminal() -> bool:
@@ -34,6 +36,54 @@ class LineProgress:
         share = f" ({done / self.total:.0%})" if self.total else ""
         line = f"{self.label}: {done:,}/{self.total:,} {self.unit}{share}, {_clock(elapsed)} elapsed, ETA {eta}"
         print(f"{line}  {extra}".rstrip(), file=sys.stderr, flush=True)
+
+
+@contextmanager
+def progress_bar(
+    label: str,
+    total: int,
+    unit: str = "",
+    show: bool = True,
+    done: int = 0,
+    data_size: bool = False,
+    lines: bool = True,
+    transient: bool = False,
+) -> Iterator[Callable[..., None]]:
+    """The one progress display: a live rich bar on stderr (`data_size`: bytes and a transfer speed); where
+    stderr is not a terminal and `lines`, `LineProgress` lines instead; nothing unless `show`. The context
+    value is `update(done, extra="")`, `done` counted from the start and `extra` shown beside the count."""
+    if not show:
+        yield lambda n, extra="": None
+        return
+    if lines and not is_terminal():
+        yield LineProgress(label, total, unit or "items", start=done).update
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    head = (TextColumn(escape(label)), BarColumn())
+    if data_size:
+        columns = (*head, DownloadColumn(), TransferSpeedColumn())
+    else:
+        columns = (
+            *head,
+            MofNCompleteColumn(),
+            TextColumn(escape(unit)),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[extra]}"),
+        )
+    with Progress(*columns, console=Console(stderr=True), transient=transient) as bar:
+        task = bar.add_task(label, total=total, completed=done, extra="")
+        yield lambda n, extra="": bar.update(task, completed=n, extra=escape(extra))
 
 
 def _clock(seconds: float) -> str:

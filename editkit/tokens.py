@@ -28,25 +28,33 @@ def encode(tokenizer, text: str) -> list[int]:
     return ids
 
 
-def batch_encode(tokenizer, texts: list[str], padding_side: str = "right") -> dict[str, torch.Tensor]:
-    """Pad token ids of `texts` into `input_ids`/`attention_mask` tensors, plus `lengths` per row.
+def pad_rows(rows: list[list[int]], pad: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows padded with `pad` into `[n, longest]` ids and their attention mask (1 on real tokens).
 
     Right padding keeps each row's positions as when run alone (score per-row at `lengths - 1`);
     left padding puts every row's last token in the last column (for generation).
     """
+    if side not in ("left", "right"):
+        raise EditkitError(f"padding_side must be 'left' or 'right', got {side!r}")
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+        ids[i, sl] = torch.tensor(r, dtype=torch.long)
+        mask[i, sl] = 1
+    return ids, mask
+
+
+def batch_encode(tokenizer, texts: list[str], padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """`encode` of each text padded (`pad_rows`) into `input_ids`/`attention_mask` tensors, plus `lengths`."""
     if padding_side not in ("left", "right"):
         raise EditkitError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     rows = [encode(tokenizer, t) for t in texts]
     empty = [t for t, r in zip(texts, rows, strict=True) if not r]
     if empty:
         raise EditkitError(f"text {empty[0]!r} tokenizes to nothing; pass a non-empty prompt")
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id(tokenizer), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        sl = slice(width - len(r), width) if padding_side == "left" else slice(0, len(r))
-        ids[i, sl] = torch.tensor(r)
-        mask[i, sl] = 1
+    ids, mask = pad_rows(rows, pad_id(tokenizer), padding_side)
     return {"input_ids": ids, "attention_mask": mask, "lengths": torch.tensor([len(r) for r in rows])}
 
 

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 
 from editkit.errors import EditkitError
 from editkit.hooks import Trace
 from editkit.requests import EditRequest
-from editkit.tokens import encode, pad_id, subject_span, target_ids
+from editkit.tokens import encode, pad_id, pad_rows, subject_span, target_ids
 
 PREFIX_STARTS = ["The", "Therefore", "Because", "I", "You"]
 
@@ -38,20 +36,9 @@ def context_prefixes(model, tokenizer, lengths_counts: list[list[int]], seed: in
 
 
 def _last_logits(model, tokenizer, rows: list[list[int]], device) -> torch.Tensor:
-    ids, mask, last = pad_rows(rows, pad_id(tokenizer))
+    ids, mask = pad_rows(rows, pad_id(tokenizer))
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-    return logits[torch.arange(len(rows)), last.to(device)]
-
-
-def pad_rows(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ids, attention mask, and each row's last index."""
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return ids, mask, mask.sum(1) - 1
+    return logits[torch.arange(len(rows)), (mask.sum(1) - 1).to(device)]
 
 
 def fill(prefix: str, request: EditRequest) -> str:
@@ -70,7 +57,7 @@ def io_at_subject(model, tokenizer, module: str, texts: list[str], subjects: lis
     device = next(model.parameters()).device
     rows = [encode(tokenizer, t) for t in texts]
     idx = torch.tensor([subject_last(tokenizer, t, s) for t, s in zip(texts, subjects, strict=True)])
-    ids, mask, _ = pad_rows(rows, pad_id(tokenizer))
+    ids, mask = pad_rows(rows, pad_id(tokenizer))
     with Trace(model, module, retain_input=True, stop=True) as tr:
         model(input_ids=ids.to(device), attention_mask=mask.to(device))
     at = torch.arange(len(rows))
@@ -93,19 +80,6 @@ def group_weights(lengths_counts: list[list[int]]) -> list[float]:
     """MEMIT's key averaging: the bare prompt and each group of generated prefixes count equally."""
     groups = [1] + [count for _, count in lengths_counts]
     return [1 / (len(groups) * size) for size in groups for _ in range(size)]
-
-
-@contextmanager
-def frozen(model):
-    """Temporarily stop gradients to the model's parameters (only δ is optimised)."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def check_requests(tokenizer, requests: list[EditRequest]) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from editkit import tensors
 from editkit.errors import EditkitError
 from editkit.io import atomic_directory
 from editkit.models.adapters import get_module, weight_out_in
@@ -45,9 +46,7 @@ def weight(model, module: str) -> torch.Tensor:
 
 
 def weights_fingerprint(model, modules: list[str]) -> str:
-    from editkit.edit.stats import fingerprint
-
-    return fingerprint([(m, weight(model, m)) for m in modules])
+    return tensors.fingerprint([(m, weight(model, m)) for m in modules])
 
 
 @torch.no_grad()
@@ -92,7 +91,7 @@ class EditResult:
 
     def seal(self, model) -> EditResult:
         """Compute the fingerprints once all deltas are written."""
-        self.fingerprint = _fingerprint({m: w for m, w in self.original.items()})
+        self.fingerprint = tensors.fingerprint(self.original.items())
         self.edited_fingerprint = weights_fingerprint(model, self.modules)
         return self
 
@@ -183,9 +182,3 @@ class EditResult:
 
 def _finite(t: torch.Tensor | None) -> bool:
     return t is None or bool(torch.isfinite(t).all())
-
-
-def _fingerprint(weights: dict[str, torch.Tensor]) -> str:
-    from editkit.edit.stats import fingerprint
-
-    return fingerprint(list(weights.items()))

@@ -23,22 +23,11 @@ from editkit.corpus import Corpus, open_corpus
 from editkit.errors import EditkitError
 from editkit.hooks import Trace
 from editkit.io import atomic_write_bytes, cache_root
+from editkit.progress import progress_bar
+from editkit.tensors import fingerprint
 
 FORMAT_VERSION = 2  # 2: the checksum covers every attribute, not only the sum
 DEFAULT_CORPUS = "samples:2000"  # any model, offline: 2,000 texts of up to 128 tokens the model writes itself
-
-
-def fingerprint(named: list[tuple[str, torch.Tensor]], sample: int | None = None) -> str:
-    """sha256 over names, shapes, dtypes and bytes of tensors; with `sample`, of at most `sample` evenly
-    strided elements per tensor (cheap identity for big models)."""
-    h = hashlib.sha256()
-    for name, t in named:
-        flat = t.detach().reshape(-1)
-        if sample is not None and flat.numel() > sample:
-            flat = flat[:: flat.numel() // sample]
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(flat.contiguous().cpu().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def key_fingerprint(model, adapter, layer: int) -> str:
@@ -253,8 +242,9 @@ class Stats:
         for _ in range(texts_done):
             next(texts, None)
         acc = {i: torch.from_numpy(t) for i, t in total.items()}
-        last_save = time.monotonic()
-        with _progress(self.progress, self.n_tokens, count, ", ".join(map(str, todo))) as bar:
+        last_save = t0 = time.monotonic()
+        label, start = f"C = E[kkᵀ] layers {', '.join(map(str, todo))}", count
+        with progress_bar(label, self.n_tokens, "tokens", self.progress, count, transient=True) as bar:
             for rows in token_batches(self.tokenizer, texts, min(max_len, 1024), self.batch_tokens):
                 if count >= self.n_tokens:
                     break
@@ -265,7 +255,7 @@ class Stats:
                     acc[i].addmm_(k.T, k)
                 count += take
                 texts_done += len(rows)
-                bar(take)
+                bar(count, f"{(count - start) / max(time.monotonic() - t0, 1e-9):,.0f} tok/s")
                 if time.monotonic() - last_save > self.checkpoint_s and count < self.n_tokens:
                     self._save(todo, acc, count, texts_done, complete=False)
                     last_save = time.monotonic()
@@ -280,14 +270,9 @@ class Stats:
     @torch.no_grad()
     def _keys(self, rows: list[list[int]], names: dict[str, int], device) -> dict[int, torch.Tensor]:
         """Keys (inputs of mlp_out) at every real token of a right-padded batch, per layer."""
-        from editkit.tokens import pad_id
+        from editkit.tokens import pad_id, pad_rows
 
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), pad_id(self.tokenizer), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, r in enumerate(rows):
-            ids[j, : len(r)] = torch.tensor(r)
-            mask[j, : len(r)] = 1
+        ids, mask = pad_rows(rows, pad_id(self.tokenizer))
         with Trace(self.model, list(names), retain_output=False, retain_input=True, stop=True) as tr:
             self.model(input_ids=ids.to(device), attention_mask=mask.to(device))
         keep = mask.reshape(-1).bool().to(device)
@@ -297,52 +282,3 @@ class Stats:
         for i, (key, _) in todo.items():
             attrs = {**key, "count": count, "texts_done": texts_done, "complete": complete}
             write_cache(self.path(key), acc[i].numpy(), attrs)
-
-
-class _progress:
-    """A rich progress bar of tokens with tokens/s, or nothing."""
-
-    def __init__(self, show: bool, total: int, done: int, what: str):
-        self.show, self.total, self.done, self.what = show, total, done, what
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.show:
-            return lambda n: None
-        from editkit.progress import LineProgress, is_terminal
-
-        if not is_terminal():
-            lines, done = (
-                LineProgress(f"C = E[kkᵀ] layers {self.what}", self.total, "tokens", start=self.done),
-                [self.done],
-            )
-
-            def advance_lines(n: int) -> None:
-                done[0] += n
-                lines.update(done[0])
-
-            self.show = False  # nothing to close
-            return advance_lines
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(
-            TextColumn("[bold]C = E\\[kkᵀ][/] layers {task.fields[what]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("tokens, {task.fields[rate]} tok/s"),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        self.bar.__enter__()
-        self.task = self.bar.add_task("stats", total=self.total, completed=self.done, what=self.what, rate="-")
-        self.t0, self.n = time.monotonic(), 0
-
-        def advance(n: int) -> None:
-            self.n += n
-            rate = self.n / max(time.monotonic() - self.t0, 1e-9)
-            self.bar.update(self.task, advance=n, rate=f"{rate:,.0f}")
-
-        return advance
-
-    def __exit__(self, *exc) -> None:
-        if self.show:
-            self.bar.__exit__(*exc)

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from editkit.edit.common import fill, frozen, pad_rows, subject_last
+from editkit.edit.common import fill, subject_last
 from editkit.errors import EditkitError
 from editkit.hooks import Trace
 from editkit.models.adapters import get_module
 from editkit.models.cache import cache_kwarg, layer_kv, new_cache
 from editkit.requests import EditRequest
-from editkit.tokens import encode, pad_id, target_ids
+from editkit.tensors import frozen
+from editkit.tokens import encode, pad_id, pad_rows, target_ids
 
 #: A request stops once its loss is below this (ROME's and MEMIT's code).
 CONVERGED = 5e-2
@@ -226,7 +227,7 @@ def optimise_targets(
 
 def _optimise(model, tokenizer, adapter, module, requests, parts: list[_Rows], hp, cached: bool) -> list[Target]:
     device = next(model.parameters()).device
-    ids, mask, _ = pad_rows([r for p in parts for r in p.ids], pad_id(tokenizer))
+    ids, mask = pad_rows([r for p in parts for r in p.ids], pad_id(tokenizer))
     starts = torch.tensor([0] + [len(p.ids) for p in parts]).cumsum(0).tolist()
     look = torch.tensor([x for p in parts for x in p.look], device=device)
     forward = _Forward(model, adapter, module, ids.to(device), mask.to(device), look, cached)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from editkit.errors import EditkitError
-from editkit.tokens import encode, target_ids
+from editkit.tokens import encode, pad_rows, target_ids
 
 
 @torch.no_grad()
@@ -25,11 +25,7 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_len: int = 128, batch
     total, count = 0.0, 0
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        width = max(map(len, chunk))
-        ids = torch.zeros((len(chunk), width), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, row in enumerate(chunk):
-            ids[r, : len(row)], mask[r, : len(row)] = torch.tensor(row), 1
+        ids, mask = pad_rows(chunk, 0)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.double()
         logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()
         keep = mask[:, 1:].bool()

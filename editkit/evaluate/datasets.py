@@ -255,13 +255,20 @@ _PARSERS = {
 }
 
 
+def parse_record(raw: object, kind: str, index: int = 0, source: str = "dataset") -> Record:
+    """One typed record of layout `kind`, validated; errors name `source`, the record's `index` and the field."""
+    if kind not in _PARSERS:
+        raise EditkitError(f"unknown dataset {kind!r}; use one of {', '.join(KINDS)}")
+    return _PARSERS[kind](_Fields(raw, index, source))
+
+
 def parse_records(raw: object, kind: str, source: str = "dataset") -> list[Record]:
     """Typed records from a loaded JSON list, validating every record."""
     if kind not in _PARSERS:
         raise EditkitError(f"unknown dataset {kind!r}; use one of {', '.join(KINDS)}")
     if not isinstance(raw, list):
         raise EditkitError(f"{source}: expected a JSON list of records, got a {type(raw).__name__}")
-    records = [_PARSERS[kind](_Fields(r, i, source)) for i, r in enumerate(raw)]
+    records = [parse_record(r, kind, i, source) for i, r in enumerate(raw)]
     ids = [r.case_id for r in records]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
@@ -295,7 +302,7 @@ def load_edit_requests(
         if kind is None:
             out.append((request_from_record(raw, f"{path} record {i}"), None))
         else:
-            record = _PARSERS[kind](_Fields(raw, i, str(path)))
+            record = parse_record(raw, kind, i, str(path))
             out.append((record.request(), record))
     return out
 

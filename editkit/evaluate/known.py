@@ -37,7 +37,7 @@ def true_answer(record: Record) -> str:
 def completes(model, tokenizer, records: Sequence[Record], batch_size: int = 64) -> list[bool]:
     """Per record: whether the greedy continuation of its filled-in prompt starts with its true object.
     Teacher-forced, which is the same test: every token of the object is the top-1 after the ones before it."""
-    prompts = [r.request().prompt.format(r.request().subject) for r in records]
+    prompts = [r.request().text for r in records]
     scores = score_targets(model, tokenizer, prompts, [true_answer(r) for r in records], batch_size)
     return [all(s.correct) for s in scores]
 
@@ -45,7 +45,7 @@ def completes(model, tokenizer, records: Sequence[Record], batch_size: int = 64)
 def prefers_true(model, tokenizer, records: Sequence[Record], batch_size: int = 64) -> list[bool]:
     """Per CounterFact/EasyEdit record: whether the model gives the true object a lower mean token NLL than
     the new one on the rewrite prompt (the unedited model 'fails' ES there)."""
-    prompts = [r.request().prompt.format(r.request().subject) for r in records]
+    prompts = [r.request().text for r in records]
     true = score_targets(model, tokenizer, prompts, [true_answer(r) for r in records], batch_size)
     new = score_targets(model, tokenizer, prompts, [r.request().target_new for r in records], batch_size)
     return [t.nll < n.nll for t, n in zip(true, new, strict=True)]

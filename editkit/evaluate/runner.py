@@ -7,7 +7,6 @@ capability (baseline.json) and, for sequential runs with checkpoints, one capabi
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import os
@@ -24,8 +23,10 @@ from editkit.evaluate.capability import Probe, collapse
 from editkit.evaluate.datasets import Record
 from editkit.evaluate.generation import decoding
 from editkit.evaluate.metrics import mean_ci, summarize
-from editkit.io import atomic_write_text, json_safe, read_json
+from editkit.io import atomic_write_text, file_sha256, json_safe, read_json
+from editkit.progress import progress_bar
 from editkit.requests import EditRequest
+from editkit.tensors import fingerprint
 
 MODES = ("single", "batch", "sequential")
 PROTOCOLS = ("teacher-forced", "generation", "both")
@@ -141,16 +142,7 @@ def shard_records(records: Sequence[Record], spec: str) -> list[Record]:
 
 def model_fingerprint(model) -> str:
     """sha256 over every parameter and buffer's name, dtype, shape and bytes (first 16 hex digits)."""
-    h = hashlib.sha256()
-    for name, t in sorted({**dict(model.named_parameters()), **dict(model.named_buffers())}.items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return fingerprint(sorted({**dict(model.named_parameters()), **dict(model.named_buffers())}.items()))[:16]
 
 
 def run_config(config: EvalConfig, model, data_file: Path | None, probe: Probe | None = None) -> dict:
@@ -454,26 +446,15 @@ def _run_checkpoints(model, tok, mine, config: EvalConfig, cfg: dict, out: Path,
 
 
 class _Progress:
-    """A rich progress bar whose description shows the running means of the headline metrics; where stderr
-    is not a terminal, a plain line with the count, the ETA and the means every twentieth of the cases."""
+    """`progress_bar` of the cases, beside the running means of the headline metrics."""
 
     def __init__(self, total: int, headline: Sequence[str], enabled: bool):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        from editkit.progress import LineProgress, is_terminal
-
-        self.headline, self.enabled = headline, enabled
-        self.lines = LineProgress("eval", total) if enabled and not is_terminal() else None
-        self.bar = Progress(
-            TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            TextColumn("{task.description}"), disable=not enabled or self.lines is not None,
-        )  # fmt: skip
-        self.task = self.bar.add_task("", total=total)
+        self.bar = progress_bar("eval", total, "cases", enabled)
         self.sums: dict[str, float] = dict.fromkeys(headline, 0.0)
         self.n = 0
 
     def __enter__(self):
-        self.bar.__enter__()
+        self.update = self.bar.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -486,10 +467,8 @@ class _Progress:
             for k in self.sums:
                 v = (c.get("metrics") or c["generation_metrics"]).get(k)
                 self.sums[k] += v if isinstance(v, int | float) and math.isfinite(v) else 0.0
-        means = "  ".join(f"{k} {s / self.n:.1%}" for k, s in self.sums.items()) if self.n else ""
-        self.bar.update(self.task, completed=self.n, description=means)
-        if self.lines is not None and cases:
-            self.lines.update(self.n, means)
+        if cases:
+            self.update(self.n, "  ".join(f"{k} {s / self.n:.1%}" for k, s in self.sums.items()))
 
 
 def make_editor(

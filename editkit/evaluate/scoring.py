@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from editkit.tokens import batch_encode, encode, pad_id, target_ids
+from editkit.tokens import batch_encode, encode, pad_id, pad_rows, target_ids
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,7 @@ def score_targets(model, tokenizer, prompts: list[str], targets: list[str], batc
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         seqs = [rows[i][0] + rows[i][1] for i in chunk]
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), pad_id(tokenizer), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, s in enumerate(seqs):
-            ids[r, : len(s)], mask[r, : len(s)] = torch.tensor(s), 1
+        ids, mask = pad_rows(seqs, pad_id(tokenizer))
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         for r, i in enumerate(chunk):
             head, tgt = rows[i]

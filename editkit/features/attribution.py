@@ -64,7 +64,7 @@ def _metric(logits: torch.Tensor, target: int, alt: int | None) -> torch.Tensor:
 
 def _feature_grads(model, hook, sae: SAE, ids: torch.Tensor, target: int, alt: int | None):
     """(f [T, d_sae], ∂m/∂f, m) with the SAE spliced in at `hook` (error term kept)."""
-    from editkit.edit.common import frozen
+    from editkit.tensors import frozen
 
     held = {}
 

@@ -14,11 +14,14 @@ transformers). Both return the `EditResult` of the editing methods: saved, appli
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 
 from editkit.edit.result import Delta, EditResult, weight
 from editkit.errors import EditkitError
-from editkit.features.hookpoints import HookPoint, resolve_hook, trace_hook
+from editkit.features.hookpoints import HookPoint, hook_value, resolve_hook, trace_hook
 from editkit.features.sae import SAE
 from editkit.requests import EditRequest
 from editkit.tokens import encode, subject_span, target_ids
@@ -66,34 +69,30 @@ def _subject_last(tokenizer, request: EditRequest) -> int:
     return subject_span(tokenizer, request.text, request.subject)[1] - 1
 
 
-def optimal_change(model, tokenizer, hook: HookPoint, request: EditRequest, pos: int, width: int, steps: int = 60):
+@dataclass(frozen=True)
+class _ChangeHparams:
+    """v* settings for δ*: the bare prompt's NLL only (no KL, no weight decay, no clamp)."""
+
+    v_lr: float
+    v_num_grad_steps: int
+    kl_factor: float = 0.0
+    v_weight_decay: float = 0.0
+    clamp_norm_factor: float = math.inf
+
+
+def optimal_change(model, tokenizer, adapter, hook: HookPoint, request: EditRequest, pos: int, steps: int = 60):
     """(x, δ*): the activation at the subject's last token and the change there that makes the new target
-    likely, found by Adam on its negative log-probability (ROME's v* − v, here at the SAE's hook)."""
-    from editkit.edit.common import frozen
+    likely: ROME's v* − v (`edit.target.optimise_targets`) at the SAE's hook, on the bare prompt, Adam's
+    learning rate ‖x‖/50."""
+    from editkit.edit.target import optimise_targets
 
-    device = next(model.parameters()).device
-    ids = torch.tensor([encode(tokenizer, request.text)], device=device)
-    new = target_ids(tokenizer, request.text, request.target_new)[0]
-    held = {}
-
-    def add(x):
-        held.setdefault("x", x.detach()[0, pos].float())
-        x = x.clone()
-        x[:, pos] += delta.to(x.dtype)
-        return x
-
-    delta = torch.zeros(width, device=device, requires_grad=True)
-    opt = None
-    with frozen(model), torch.enable_grad():
-        for _ in range(steps):
-            with trace_hook(model, hook, edit=add, retain=False):
-                nll = -torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), -1)[new]
-            if opt is None:
-                opt = torch.optim.Adam([delta], lr=held["x"].norm().item() / 50)
-            opt.zero_grad()
-            nll.backward()
-            opt.step()
-    return held["x"], delta.detach()
+    ids = torch.tensor([encode(tokenizer, request.text)], device=next(model.parameters()).device)
+    with torch.no_grad(), trace_hook(model, hook, stop=True) as tr:
+        model(input_ids=ids)
+    x = hook_value(tr, hook)[0, pos].float()
+    hp = _ChangeHparams(v_lr=x.norm().item() / 50, v_num_grad_steps=steps)
+    (target,) = optimise_targets(model, tokenizer, adapter, hook.module, [request], ["{}"], hp)
+    return target.init, target.delta
 
 
 def _unit_decoder(sae: SAE) -> torch.Tensor:
@@ -158,7 +157,7 @@ def feature_rank_one_edit(
         )
     sae = sae.to(next(model.parameters()).device)
     pos = _subject_last(tokenizer, request)
-    _, delta = optimal_change(model, tokenizer, hook, request, pos, sae.cfg.d_in)
+    _, delta = optimal_change(model, tokenizer, adapter, hook, request, pos)
     if features is None:
         coefs = choose_features(sae, delta, n_features)
     else:

@@ -6,21 +6,9 @@ from itertools import islice
 from pathlib import Path
 
 from editkit.errors import EditkitError
+from editkit.progress import progress_bar
 
 EVAL_FILE = "eval.json"
-
-
-def _bar(enabled: bool, total: int, label: str):
-    """(progress, callback(n)): a rich progress bar over `total` units, or no-ops."""
-    from contextlib import nullcontext
-
-    if not enabled:
-        return nullcontext(), lambda n: None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn())
-    task = bar.add_task(label, total=total)
-    return bar, lambda n: bar.update(task, completed=n)
 
 
 def run_sae_train(
@@ -60,8 +48,7 @@ def run_sae_train(
         **train_kwargs,
     )
     store = store or out.parent / f"{out.name}.activations.h5"
-    bar, tick = _bar(progress, max_tokens, "caching activations")
-    with bar:
+    with progress_bar("caching activations", max_tokens, "tokens", progress) as tick:
         cache_activations(m, tok, adapter, hp, corpus, store, max_tokens, model, cfg.context_size, progress=tick)
     acts = ActivationStore(store)
     sae, log = train_sae(acts.batches(cfg.batch_size, cfg.seed), cfg, progress=progress)

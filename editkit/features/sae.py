@@ -22,10 +22,10 @@ from torch import nn
 
 from editkit.errors import EditkitError
 from editkit.io import atomic_directory, read_json
+from editkit.tensors import dtype_of
 
 CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
 NORMALISATIONS = ("none", "expected_average_only_in")
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _SHARED = ("W_enc", "W_dec", "b_dec")  # every other tensor is per feature, [d_sae]
 
 
@@ -82,8 +82,7 @@ class SAEConfig:
                 f"normalize_activations {self.normalize_activations!r} is not supported; "
                 f"use {' or '.join(NORMALISATIONS)}"
             )
-        if self.dtype not in _DTYPES:
-            raise EditkitError(f"unknown SAE dtype {self.dtype!r}; use one of {', '.join(_DTYPES)}")
+        dtype_of(self.dtype, "SAE dtype")
         cls.check_config(self)
 
     @property
@@ -186,7 +185,7 @@ class SAE(nn.Module):
     def __init__(self, cfg: SAEConfig):
         super().__init__()
         self.cfg = cfg
-        dtype = _DTYPES[cfg.dtype]
+        dtype = dtype_of(cfg.dtype)
         g = torch.Generator().manual_seed(cfg.seed)
         w_dec = torch.empty(cfg.d_sae, cfg.d_in, dtype=torch.float32)
         bound = (6 / cfg.d_in) ** 0.5  # kaiming uniform

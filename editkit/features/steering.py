@@ -85,9 +85,9 @@ def max_activations(
     out), to clamp at a multiple of it; computed once per SAE, model and corpus, then read from the cache."""
     from safetensors.torch import load_file, save
 
-    from editkit.edit.stats import fingerprint
     from editkit.features.store import keep_mask, tokenize
     from editkit.io import atomic_write_bytes, cache_root
+    from editkit.tensors import fingerprint
 
     key = fingerprint([*sae.state_dict().items(), *model.named_parameters()], sample=4096)  # SAE and model
     ident = hashlib.sha256(f"{key}:{corpus.identity}:{n_texts}".encode()).hexdigest()[:24]

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from editkit.corpus import open_corpus
-from editkit.edit.stats import fingerprint
 from editkit.errors import EditkitError
 from editkit.features.hookpoints import HookPoint, hook_value, hook_width, trace_hook
-from editkit.tokens import pad_id
+from editkit.tensors import fingerprint
+from editkit.tokens import pad_id, pad_rows
 
 DATASET = "activations"
 
@@ -38,12 +38,7 @@ def tokenize(tokenizer, texts: list[str], context_size: int) -> tuple[torch.Tens
     rows = [r for r in tokenizer(texts, truncation=True, max_length=context_size)["input_ids"] if r]
     if not rows:
         raise EditkitError("every text in the batch tokenizes to nothing; pass a corpus with visible text")
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad_id(tokenizer), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
-    return ids, mask
+    return pad_rows(rows, pad_id(tokenizer))
 
 
 @torch.no_grad()

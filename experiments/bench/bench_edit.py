@@ -27,14 +27,15 @@ import torch
 import editkit.edit.methods.memit
 import editkit.edit.methods.rome
 from editkit.edit import METHODS, edit, load_hparams, needs_stats
-from editkit.edit.common import context_prefixes, frozen, pad_rows
+from editkit.edit.common import context_prefixes
 from editkit.edit.methods.rome import rome_key, rome_update
 from editkit.edit.run import make_stats
 from editkit.edit.target import optimise_targets, request_rows
 from editkit.evaluate.datasets import load_edit_requests
 from editkit.hooks import Trace
 from editkit.models import load_model, toy_dir
-from editkit.tokens import pad_id
+from editkit.tensors import frozen
+from editkit.tokens import pad_id, pad_rows
 
 
 @contextmanager
@@ -57,7 +58,7 @@ def step_profile(model, tok, adapter, module: str, request, prefixes, hp, repeat
     that depends on δ, forward from it up to the final norm, final norm + unembedding + loss, backward."""
     device = next(model.parameters()).device
     rows = request_rows(tok, request, prefixes)
-    ids, mask, _ = pad_rows(rows.ids, pad_id(tok))
+    ids, mask = pad_rows(rows.ids, pad_id(tok))
     ids, mask = ids.to(device), mask.to(device)
     names = adapter.names("block")
     first = next(i for i, b in enumerate(names) if module == b or module.startswith(b + "."))

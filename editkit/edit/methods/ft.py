@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import torch
 
-from editkit.edit.common import frozen, pad_rows
 from editkit.edit.hparams import EditHParams, bounded
 from editkit.edit.registry import Method, register
 from editkit.edit.result import Delta, EditResult, weight
 from editkit.requests import EditRequest
-from editkit.tokens import encode, pad_id, target_ids
+from editkit.tensors import frozen
+from editkit.tokens import encode, pad_id, pad_rows, target_ids
 
 
 @dataclass
@@ -31,8 +31,8 @@ def nll_batch(tokenizer, requests: list[EditRequest], device):
         head, new = encode(tokenizer, r.text), target_ids(tokenizer, r.text, r.target_new)
         rows.append(head + new)
         labels.append([-100] * len(head) + new)
-    ids, mask, _ = pad_rows(rows, pad_id(tokenizer))
-    lab, _, _ = pad_rows(labels, -100)
+    ids, mask = pad_rows(rows, pad_id(tokenizer))
+    lab, _ = pad_rows(labels, -100)
     return ids.to(device), mask.to(device), lab.to(device)
 
 
