@@ -280,6 +280,8 @@ def trace_cmd(
     from editkit.locate.plots import plot_trace, rich_grid
     from editkit.locate.tracing import KINDS, reference_subjects, trace
     from editkit.models import load_model
+    from editkit.toy import is_toy
+    from editkit.toy import sources as toy_sources
 
     if image_format not in ("png", "pdf"):
         raise EditkitError(f"--format must be png or pdf, got {image_format!r}")
@@ -304,7 +306,7 @@ def trace_cmd(
             seed=seed,
             method=method,
             sever=sever,
-            noise_subjects=reference_subjects(model),
+            noise_subjects=toy_sources.noise_subjects() if is_toy(model) else reference_subjects(),
         )
     paths = []
     if out is not None:
@@ -464,7 +466,7 @@ def world_check(
     Example: [bold]editkit world check --json[/]
     """
     from editkit.models import load_model, toy_dir
-    from editkit.world import World, measure_recall
+    from editkit.toy.world import World, measure_recall
 
     w = World.load(world or toy_dir() / "world.json")
     m, tok, _ = load_model(model, device=device)
@@ -1050,7 +1052,9 @@ def steer(
     """
     from editkit.features.run import run_steer
 
-    data = run_steer(model, sae_dir, prompt, feature, clamp, add, max_new_tokens, device, corpus, texts)
+    data = run_steer(
+        model, sae_dir, prompt, feature, clamp, add, max_new_tokens, device, corpus, texts, fallback_corpus="toy"
+    )
     if json_out:
         return _print_json(data)
     table = Table(title=f"{data['prompt']} …", title_justify="left")
@@ -1113,7 +1117,7 @@ def _demo_eval_step(bundle, out: Path, n: int = 20) -> None:
     shutil.rmtree(out / "eval", ignore_errors=True)  # a fresh run each time, not a resume
     with console.status(f"editing {n} facts at once and scoring them", spinner="dots"):
         dirs = compare_methods(
-            bundle, records, ["none", "memit"], out / "eval", batch=True, generation=False,
+            bundle, records, ["none", "memit"], out / "eval", "toy", "toy", batch=True, generation=False,
             protocol="teacher-forced", capability=False,
         )  # fmt: skip
     console.print(render(merge_runs(dirs), "rich"))

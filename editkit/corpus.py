@@ -11,6 +11,7 @@ from pathlib import Path
 
 from editkit.errors import EditkitError
 from editkit.io import cache_root, file_sha256
+from editkit.toy import toy_path
 
 SAMPLE_TOKENS = 128  # new tokens per sampled text
 SAMPLE_BATCH = 16  # texts drawn per seeded generate call: samples:N is a prefix of samples:M for N < M
@@ -33,10 +34,8 @@ class Corpus:
 def open_corpus(spec: str, model=None, tokenizer=None, text_field: str = "text", cache_dir=None, log=None) -> Corpus:
     """`toy`, `samples:N[:SEED]` (N texts of up to 128 tokens sampled from `model`), a .txt file (one text per
     non-empty line), a .jsonl file (field `text_field`), or a Hugging Face dataset `name[:config]`."""
-    if spec == "toy":
-        from editkit.models import toy_dir
-
-        return open_corpus(str(toy_dir() / "corpus.txt"), text_field=text_field)
+    if (toy_corpus := toy_path(spec, "corpus")) is not None:
+        return open_corpus(str(toy_corpus), text_field=text_field)
     if spec.startswith("samples:"):
         return _samples(spec, model, tokenizer, cache_dir, log)
     path = Path(spec).expanduser()

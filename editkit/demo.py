@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from editkit.models import Prediction, top_k, toy_dir
+from editkit.models import Prediction, top_k
 from editkit.tokens import target_ids
-from editkit.world import Fact, World, fact_prompts, measure_recall
+from editkit.toy import toy_dir
+from editkit.toy.world import Fact, World, fact_prompts, measure_recall
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,11 @@ def cache_root(override: str | Path | None = None) -> Path:
     return Path(override or os.environ.get("EDITKIT_CACHE") or Path.home() / ".cache" / "editkit").expanduser()
 
 
+def data_dir() -> Path:
+    """`data/` of the checkout editkit was installed from (shipped toy world and small public files)."""
+    return Path(__file__).resolve().parents[1] / "data"
+
+
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file's bytes (hex)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

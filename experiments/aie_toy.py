@@ -19,8 +19,8 @@ from rich.progress import Progress
 
 from editkit.io import atomic_write_text
 from editkit.locate.dataset import BUCKETS, average_indirect_effect, load_trace_cases, plot_aie, trace_dataset
-from editkit.locate.tracing import reference_subjects
 from editkit.models import load_model
+from editkit.toy.sources import noise_subjects
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
             args.out / "traces.h5",
             samples=args.samples,
             window=args.window,
-            noise_subjects=reference_subjects("toy"),
+            noise_subjects=noise_subjects(),
             progress=lambda i, n: bar.update(task, completed=i),
         )
     aie = average_indirect_effect(args.out / "traces.h5")

@@ -14,7 +14,7 @@ from editkit.models import load_model
 
 model, tok, a = load_model("gemma3-270m", device="cpu")
 prompt, subject = "Trento is located in the country of", "Trento"
-kw = dict(samples=10, window=10, noise="s3", noise_subjects=T.reference_subjects("gemma3-270m"))
+kw = dict(samples=10, window=10, noise="s3", noise_subjects=T.reference_subjects())
 t = time.perf_counter()
 fast = T.trace(model, tok, a, prompt, subject, **kw)
 fast_s = time.perf_counter() - t

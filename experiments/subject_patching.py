@@ -21,7 +21,7 @@ import torch
 from editkit.hooks import Trace
 from editkit.models import load_model, toy_dir
 from editkit.tokens import subject_span
-from editkit.world import World
+from editkit.toy.world import World
 
 
 def pairs_of(world: World, tok, relation: str, n: int, rng: random.Random) -> list:

@@ -25,14 +25,8 @@ from tokenizers import ByteLevelBPETokenizer
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
 from editkit.io import atomic_write_text
-from editkit.world import (
-    catalogue_lines,
-    corpus_lines,
-    counterfact_records,
-    generate_world,
-    measure_recall,
-    training_lines,
-)
+from editkit.toy.generate import catalogue_lines, corpus_lines, counterfact_records, generate_world, training_lines
+from editkit.toy.world import measure_recall
 
 EOS = "<|endoftext|>"
 

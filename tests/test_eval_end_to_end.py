@@ -9,7 +9,7 @@ from editkit.models import toy_dir
 def test_rome_on_ten_toy_records(toy, tmp_path):
     records = load_dataset("toy", toy_dir() / "counterfact.json", limit=10)
     before = model_fingerprint(toy.model)
-    dirs = compare_methods(toy, records, ["none", "rome"], tmp_path, generation=False)
+    dirs = compare_methods(toy, records, ["none", "rome"], tmp_path, "toy", "toy", generation=False)
     assert model_fingerprint(toy.model) == before  # every edit reverted
     none, rome = merge_runs(dirs)
     es = lambda row: row.summary["metrics"]["ES"]["mean"]  # noqa: E731

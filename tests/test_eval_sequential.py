@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from editkit.errors import EditkitError
-from editkit.evaluate.capability import collapse, perplexity, toy_probe
+from editkit.evaluate.capability import collapse, perplexity
 from editkit.evaluate.datasets import load_dataset
 from editkit.evaluate.plots import plot_curves
 from editkit.evaluate.runner import EvalConfig, make_editor, model_fingerprint, read_cases, run_eval
 from editkit.models import toy_dir
+from editkit.toy.sources import capability_probe
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def records():
 
 @pytest.fixture(scope="module")
 def probe():
-    return toy_probe(n_texts=16, n_facts=16)
+    return capability_probe(n_texts=16, n_facts=16)
 
 
 def seq(points, limit, **kw) -> EvalConfig:

@@ -93,7 +93,7 @@ def test_a_trace_on_the_real_model_finds_the_fact(smollm2):
     from editkit.locate.tracing import reference_subjects, trace
 
     model, tok, adapter = smollm2
-    r = trace(model, tok, adapter, PROMPT, SUBJECT, kinds=["hidden"], noise_subjects=reference_subjects("smollm2-135m"))
+    r = trace(model, tok, adapter, PROMPT, SUBJECT, kinds=["hidden"], noise_subjects=reference_subjects())
     assert r.answer == " Italy" and r.clean_score > 0.8 and r.corrupted_score < 0.2
     last_subject = r.subject_range[1] - 1
     restored = max(r.scores["hidden"][last_subject])

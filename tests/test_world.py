@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 
 from editkit.models import toy_dir
-from editkit.world import World, corpus_lines, counterfact_records, generate_world, measure_recall
+from editkit.toy.generate import corpus_lines, counterfact_records, generate_world
+from editkit.toy.world import World, measure_recall
 
 TOY = toy_dir()
 

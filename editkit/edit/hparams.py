@@ -13,6 +13,7 @@ from pathlib import Path
 from editkit.edit.registry import get
 from editkit.errors import EditkitError
 from editkit.io import read_text
+from editkit.toy import NAME, is_toy
 
 HPARAMS_DIR = Path(__file__).resolve().parents[1] / "hparams"
 
@@ -71,7 +72,6 @@ _MODEL_KEYS = {
     "gpt2-xl": "gpt2-xl",
     "gpt-j-6b": "gpt-j-6b",
     "llama-2-7b": "llama-2-7b",
-    "toy": "toy",
     "smollm2-135m": "smollm2-135m",
     "smollm2-135m-instruct": "smollm2-135m",
     "gemma3-270m": "gemma3-270m",
@@ -81,8 +81,8 @@ _MODEL_KEYS = {
 
 def model_key(name_or_path: str) -> str | None:
     """The shipped hparams key of a model name ('EleutherAI/gpt-j-6B' -> 'gpt-j-6b'), or None."""
-    if name_or_path == "toy" or Path(name_or_path).resolve() == (HPARAMS_DIR.parents[1] / "data/toy/model").resolve():
-        return "toy"
+    if is_toy(name_or_path):
+        return NAME
     base = name_or_path.rstrip("/").split("/")[-1].lower().removesuffix("-hf")
     return _MODEL_KEYS.get(base)
 

@@ -10,9 +10,9 @@ from editkit.edit.checkpoint import CHECKPOINT_EDIT, read_provenance, save_check
 from editkit.requests import EditRequest
 
 
-def probe_prompts(request: EditRequest, record=None, toy: bool = False) -> dict[str, str]:
+def probe_prompts(request: EditRequest, record=None, fallback: dict[str, str] | None = None) -> dict[str, str]:
     """Prompts to show before/after: the edit prompt, and a paraphrase and a neighbour from the request's
-    dataset record (CounterFact, zsRE, EasyEdit) or, on the toy model only (`toy`), from the toy world."""
+    dataset record (CounterFact, zsRE, EasyEdit), else the `fallback` ones (the toy world's on the toy model)."""
     from editkit.evaluate.suites import probes as record_probes
 
     probes = {"edit": request.text}
@@ -21,24 +21,9 @@ def probe_prompts(request: EditRequest, record=None, toy: bool = False) -> dict[
         probes["paraphrase"] = paraphrases[0]
     if neighbours:
         probes["neighbour"] = neighbours[0]
-    if len(probes) == 1 and toy:
-        probes.update(_toy_probes(request))
+    if len(probes) == 1 and fallback:
+        probes.update(fallback)
     return probes
-
-
-def _toy_probes(request: EditRequest) -> dict[str, str]:
-    from editkit.models import toy_dir
-    from editkit.world import World
-
-    world = World.load(toy_dir() / "world.json")
-    for rid, rel in world.relations.items():
-        if request.prompt in rel["train_templates"] + rel["heldout_templates"]:
-            other = next(f.subject for f in world.facts if f.relation_id == rid and f.subject != request.subject)
-            return {
-                "paraphrase": rel["heldout_templates"][0].format(request.subject),
-                "neighbour": request.prompt.format(other),
-            }
-    return {}
 
 
 def predictions(model, tokenizer, prompts: dict[str, str], request: EditRequest) -> list[dict]:
@@ -78,13 +63,14 @@ def run_edit(
     """Load the model, edit it, and report before/after predictions on the first request's probes (from its
     dataset `record`); save the edit to `out` and the edited model to `checkpoint` (which also carries the
     edit, for `revert`)."""
-    from editkit.edit.hparams import model_key
     from editkit.models import load_model
+    from editkit.toy import is_toy
+    from editkit.toy.sources import edit_probes
 
     hp = load_hparams(method, model_name, hparams_file, overrides)
     model, tokenizer, adapter = load_model(model_name, device=device)
     stats = make_stats(model, tokenizer, adapter, hp, cache_dir, progress) if needs_stats(method, hp) else None
-    probes = probe_prompts(requests[0], record, toy=model_key(model_name) == "toy")
+    probes = probe_prompts(requests[0], record, edit_probes(requests[0]) if is_toy(model_name) else None)
     before = predictions(model, tokenizer, probes, requests[0])
     result = edit(model, tokenizer, adapter, requests, method, hp, stats, mode)
     result.model = model_name
@@ -160,11 +146,14 @@ def demo_edit(model, tokenizer, adapter, prompt: str, subject: str, target_true:
     import subprocess
     import sys
 
+    from editkit.toy import NAME
+    from editkit.toy.sources import edit_probes
+
     rid = next(r for r, rel in world.relations.items() if prompt.replace(subject, "{}") in rel["train_templates"])
     new = next(o for o in world.relations[rid]["objects"] if o != target_true)
     request = EditRequest(prompt.replace(subject, "{}"), subject, new, target_true)
-    hp = load_hparams("rome", "toy")
-    probes = probe_prompts(request, toy=True)
+    hp = load_hparams("rome", NAME)
+    probes = probe_prompts(request, fallback=edit_probes(request))
     before = predictions(model, tokenizer, probes, request)
     result = edit(
         model, tokenizer, adapter, [request], "rome", hp, make_stats(model, tokenizer, adapter, hp, progress=True)
@@ -172,7 +161,7 @@ def demo_edit(model, tokenizer, adapter, prompt: str, subject: str, target_true:
     after = predictions(model, tokenizer, probes, request)
     checkpoint = Path(out) / "toy-edited"
     try:
-        save_checkpoint(model, tokenizer, checkpoint, result, "toy")
+        save_checkpoint(model, tokenizer, checkpoint, result, NAME)
     finally:
         result.revert(model)
     script = (

@@ -73,16 +73,6 @@ class Probe:
         return {"perplexity": ppl, "retention": sum(a == t for a, (_, t) in zip(now, known, strict=True)) / len(known)}
 
 
-def toy_probe(n_texts: int = 200, n_facts: int = 200, batch_size: int = 64) -> Probe:
-    """The toy world's held-out biographies and known facts, both about subjects no toy record edits."""
-    from editkit.models import toy_dir
-    from editkit.world import World, heldout_lines, known_fact_prompts
-
-    world = World.load(toy_dir() / "world.json")
-    texts, facts = heldout_lines(world, n_texts), known_fact_prompts(world, n_facts)
-    return Probe("toy-heldout", tuple(texts), tuple(facts), batch_size=batch_size)
-
-
 def corpus_probe(
     corpus: str, known_file: str, exclude_subjects: set[str], model=None, tokenizer=None, n_texts: int = 200,
     n_facts: int = 200, batch_size: int = 64,

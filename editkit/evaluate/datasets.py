@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from editkit.errors import EditkitError
-from editkit.io import cache_root, read_json
+from editkit.io import cache_root, data_dir, read_json
 from editkit.requests import EditRequest
+from editkit.toy import NAME, toy_path
 
 ROME_DATA_URL = "https://rome.baulab.info/data/dsets/"
 REMOTE_FILES = {
@@ -21,7 +22,7 @@ REMOTE_FILES = {
     "zsre": "zsre_mend_eval.json",
     "known_1000": "known_1000.json",
 }
-KINDS = ("counterfact", "multi_counterfact", "zsre", "known_1000", "easyedit", "toy")
+KINDS = ("counterfact", "multi_counterfact", "zsre", "known_1000", "easyedit", NAME)
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ def _easyedit(f: _Fields) -> EasyEditRecord:
 _PARSERS = {
     "counterfact": _counterfact,
     "multi_counterfact": _counterfact,
-    "toy": _counterfact,
+    NAME: _counterfact,  # the toy world's records are CounterFact's
     "zsre": _zsre,
     "known_1000": _known,
     "easyedit": _easyedit,
@@ -320,14 +321,10 @@ def dataset_path(kind: str, path: str | Path | None = None) -> Path:
         if not p.is_file():
             raise EditkitError(f"dataset file {p} does not exist; pass an existing JSON file with --data")
         return p
-    if kind == "toy":
-        from editkit.models import toy_dir
-
-        return toy_dir() / "counterfact.json"
+    if (toy_file := toy_path(kind, "counterfact")) is not None:
+        return toy_file
     if kind not in REMOTE_FILES:
         raise EditkitError(f"dataset {kind!r} has no download location; pass the file with --data PATH")
-    from editkit.models import data_dir
-
     shipped = data_dir() / REMOTE_FILES[kind]
     if shipped.is_file():
         return shipped

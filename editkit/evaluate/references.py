@@ -1,5 +1,5 @@
 """Reference texts and the TF-IDF model behind the reference score RS: ROME's `attribute_snippets.json`,
-`idf.npy` and `tfidf_vocab.json` when given, or the toy world's corpus."""
+`idf.npy` and `tfidf_vocab.json` when given, or the sentences of a corpus (the toy world's)."""
 
 from __future__ import annotations
 
@@ -48,13 +48,12 @@ def rome_references(snippets_file: str | Path, tfidf_dir: str | Path) -> Referen
     return References(texts, _vectorizer_from_rome(Path(tfidf_dir)))
 
 
-def toy_references(records) -> References:
-    """For the toy world: the corpus sentences that state each record's new object, TF-IDF fitted on the corpus."""
+def corpus_references(corpus_file: str | Path, records) -> References:
+    """The sentences of a one-text-per-line corpus that state each record's new object, TF-IDF fitted on the
+    corpus (the toy world's references)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from editkit.models import toy_dir
-
-    lines = [ln for ln in (toy_dir() / "corpus.txt").read_text().splitlines() if ln.strip()]
+    lines = [ln for ln in Path(corpus_file).read_text().splitlines() if ln.strip()]
     vec = TfidfVectorizer().fit(lines)
     texts = {}
     for r in records:

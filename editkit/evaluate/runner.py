@@ -541,6 +541,7 @@ def capability_probe(config: EvalConfig, data_file: Path | None, model=None, tok
     any subject of the dataset file left out; None when off, or when a non-toy run names no corpus."""
     from editkit.evaluate import capability
     from editkit.evaluate.datasets import dataset_path, load_dataset
+    from editkit.toy import is_toy, sources
 
     if not config.capability:
         return None
@@ -548,7 +549,7 @@ def capability_probe(config: EvalConfig, data_file: Path | None, model=None, tok
     if config.capability_corpus is None:
         if config.known_facts is not None:
             raise EditkitError("--known-facts needs --capability-corpus (the texts for perplexity)")
-        return capability.toy_probe(**n) if config.dataset == "toy" else None
+        return sources.capability_probe(**n) if is_toy(config.dataset) else None
     subjects = {r.request().subject for r in load_dataset(config.dataset, data_file)}
     facts = str(dataset_path("known_1000", config.known_facts))
     return capability.corpus_probe(config.capability_corpus, facts, subjects, model, tokenizer, **n)
@@ -557,6 +558,7 @@ def capability_probe(config: EvalConfig, data_file: Path | None, model=None, tok
 def _references(config: EvalConfig, records, snippets: str | None, tfidf: str | None):
     """RS's reference texts: ROME's files when given, the toy corpus for the toy world, else none (no RS)."""
     from editkit.evaluate import references
+    from editkit.toy import is_toy, sources
 
     if (snippets is None) != (tfidf is None):
         raise EditkitError("--snippets and --tfidf go together (ROME's attribute_snippets.json and idf/vocab files)")
@@ -564,21 +566,28 @@ def _references(config: EvalConfig, records, snippets: str | None, tfidf: str | 
         return None
     if snippets is not None:
         return references.rome_references(snippets, tfidf)
-    return references.toy_references(records) if config.dataset == "toy" else None
+    return sources.references(records) if is_toy(config.dataset) else None
 
 
 def compare_methods(
-    bundle, records, methods: Sequence[str], out_root: str | Path, model_name: str = "toy", batch: bool = False, **kw
+    bundle,
+    records,
+    methods: Sequence[str],
+    out_root: str | Path,
+    model_name: str,
+    dataset: str,
+    batch: bool = False,
+    **kw,
 ):
-    """Run `methods` (shipped hyper-parameters) on `records` into `out_root/<method>`, each record edited
-    alone or, with `batch`, all records in one batch; returns the run directories, ready for
-    `tables.merge_runs` (resumes runs already there)."""
+    """Run `methods` (shipped hyper-parameters for `model_name`) on `records` of `dataset` into
+    `out_root/<method>`, each record edited alone or, with `batch`, all records in one batch; returns the run
+    directories, ready for `tables.merge_runs` (resumes runs already there)."""
     model, tok, _ = bundle
     dirs = []
     for method in methods:
         editor, hp = make_editor(method, bundle, None, model_name, sequential=False)
         mode = {"mode": "batch", "batch_size": len(records)} if batch and method != "none" else {}
-        config = EvalConfig(model=model_name, dataset="toy", method=method, hparams=hp, **mode, **kw)
+        config = EvalConfig(model=model_name, dataset=dataset, method=method, hparams=hp, **mode, **kw)
         out = Path(out_root) / method
         probe = capability_probe(config, None, model, tok)
         resume = (out / "config.json").exists()

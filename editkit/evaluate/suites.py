@@ -12,6 +12,7 @@ from editkit.evaluate.datasets import CounterFactRecord, EasyEditRecord, Record,
 from editkit.evaluate.generation import answer_rates, greedy_answers, normalize
 from editkit.evaluate.scoring import generate_texts, score_targets
 from editkit.requests import fill_prompt
+from editkit.toy import is_toy
 
 HEADLINE = {
     "counterfact": ("ES", "PS", "NS"),
@@ -43,7 +44,7 @@ class ScoreOptions:
 
 def suite_of(kind: str) -> str:
     """The metric suite of a dataset kind."""
-    if kind in ("counterfact", "multi_counterfact", "toy"):
+    if kind in ("counterfact", "multi_counterfact") or is_toy(kind):
         return "counterfact"
     if kind in ("zsre", "easyedit"):
         return kind

@@ -17,6 +17,7 @@ from editkit.hooks import Trace
 from editkit.io import atomic_directory
 from editkit.requests import fill_prompt
 from editkit.tokens import batch_encode, subject_span
+from editkit.toy import is_toy
 
 POSITIONS = ("last_subject", "last")
 RESULTS, COEFS, PLOT = "probe.json", "probes.safetensors", "accuracy.png"
@@ -77,19 +78,10 @@ class ProbeResult:
 def load_probe_records(spec: str, label: str, relation: str | None = None) -> list[dict]:
     """Labelled prompts: `toy` (one record per fact of the toy world: prompt, subject, object, relation_id;
     `relation` picks one relation) or a JSON / JSONL file of records with `prompt` and the `label` field."""
-    if spec == "toy":
-        from editkit.demo import load_toy_world
+    if is_toy(spec):
+        from editkit.toy.sources import probe_records
 
-        world = load_toy_world()
-        rid = relation or "P1303"
-        if rid not in world.relations:
-            raise EditkitError(f"unknown toy relation {rid!r}; use one of {', '.join(world.relations)}")
-        template = world.relations[rid]["train_templates"][0]
-        records = [
-            {"prompt": template, "subject": f.subject, "object": f.object, "relation_id": rid}
-            for f in world.facts
-            if f.relation_id == rid
-        ]
+        records = probe_records(relation)
     else:
         from editkit.requests import load_records
 

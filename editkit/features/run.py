@@ -117,9 +117,10 @@ def run_steer(
     device: str = "cpu",
     corpus_spec: str | None = None,
     texts: int = 2000,
+    fallback_corpus: str | None = None,
 ) -> dict:
     """Greedy text without and with steering; `clamp` may be `<m>x`: m × the feature's largest activation
-    over `texts` texts of `corpus_spec` (default: the SAE's training corpus), cached."""
+    over `texts` texts of `corpus_spec` (default: the SAE's training corpus, else `fallback_corpus`), cached."""
     from editkit.corpus import open_corpus
     from editkit.features.sae import SAE
     from editkit.features.steering import max_activations, steer
@@ -137,7 +138,9 @@ def run_steer(
         except ValueError:
             raise EditkitError(f"--clamp {clamp!r} is not a number or a multiple like 5x") from None
     if multiple is not None:
-        corpus = open_corpus(corpus_spec or sae.cfg.dataset_path or "toy", m, tok)
+        if not (source := corpus_spec or sae.cfg.dataset_path or fallback_corpus):
+            raise EditkitError(f"--clamp {clamp}: the SAE names no corpus to take the maximum over; pass --corpus")
+        corpus = open_corpus(source, m, tok)
         peak = float(max_activations(m, tok, adapter, sae, corpus, texts)[feature])
         if peak <= 0:
             raise EditkitError(f"feature {feature} never fires on {texts} texts of {corpus.spec}; clamp to a number")

@@ -15,6 +15,7 @@ from editkit.errors import EditkitError
 from editkit.evaluate.datasets import KnownRecord, parse_record
 from editkit.io import read_json
 from editkit.locate.tracing import KINDS, default_window, trace
+from editkit.toy import is_toy
 
 BUCKETS = (
     "first subject token",
@@ -60,18 +61,10 @@ def trace_cases(records: Iterable[dict], source: str = "records") -> list[TraceC
 
 def load_trace_cases(dataset: str, limit: int | None = None) -> list[TraceCase]:
     """`toy` (one training-template prompt per toy fact), or a known_1000 / CounterFact JSON file."""
-    from editkit.models import toy_dir
+    if is_toy(dataset):
+        from editkit.toy.sources import trace_cases as toy_cases
 
-    if dataset == "toy":
-        from editkit.world import World
-
-        world = World.load(toy_dir() / "world.json")
-        cases = [
-            TraceCase(
-                str(i), world.relations[f.relation_id]["train_templates"][0].format(f.subject), f.subject, f.object
-            )
-            for i, f in enumerate(world.facts)
-        ]
+        cases = toy_cases()
     else:
         path = Path(dataset)
         if not path.is_file():

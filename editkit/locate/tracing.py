@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -140,18 +141,15 @@ def noise_scale(model, tokenizer, adapter: Adapter, noise: str | float, subjects
     return value, False
 
 
-def reference_subjects(model_name: str) -> list[str]:
-    """Subjects whose embeddings set the `s3` noise scale: the toy world's for the toy model, else the
-    subjects of ROME's known_1000 (shipped in data/), as the reference code uses."""
+def reference_subjects(known_file: str | Path | None = None) -> list[str]:
+    """The default subjects whose embeddings set the `s3` noise scale: those of a known_1000-format file (default
+    ROME's known_1000, shipped in data/), as the reference code uses. (The CLI passes the toy world's subjects,
+    `toy.sources.noise_subjects`, for the toy model.)"""
     import json
 
-    from editkit.models import data_dir, toy_dir
+    from editkit.io import data_dir
 
-    if model_name == "toy":
-        from editkit.world import World
-
-        return sorted({f.subject for f in World.load(toy_dir() / "world.json").facts})
-    return [r["subject"] for r in json.loads((data_dir() / "known_1000.json").read_text())]
+    return [r["subject"] for r in json.loads(Path(known_file or data_dir() / "known_1000.json").read_text())]
 
 
 def draw_noise(samples: int, subject_len: int, hidden: int, scale: float, uniform: bool, seed: int) -> torch.Tensor:

@@ -1,8 +1,10 @@
 """Models: loading (`load_model`), architecture adapters, and next-token prediction."""
 
+from editkit.io import data_dir
 from editkit.models.adapters import BLOCK_KINDS, FAMILIES, Adapter, adapter_for, get_module, weight_out_in
-from editkit.models.loading import ModelBundle, data_dir, load_model, toy_dir
+from editkit.models.loading import ModelBundle, load_model
 from editkit.models.predict import Prediction, next_token_probs, top_k
+from editkit.toy import toy_dir
 
 __all__ = [
     "BLOCK_KINDS",

@@ -3,7 +3,6 @@ models, and the `toy` and named-model shortcuts."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -14,6 +13,7 @@ from torch import nn
 from editkit.errors import EditkitError
 from editkit.models.adapters import Adapter, adapter_for, check_supported
 from editkit.tensors import dtype_of
+from editkit.toy import toy_path
 
 #: A model directory holds at least one of these (the tokenizer's vocabulary).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
@@ -27,23 +27,6 @@ class ModelBundle(NamedTuple):
     adapter: Adapter
 
 
-def data_dir() -> Path:
-    """`data/` of the checkout editkit was installed from (shipped toy world and small public files)."""
-    return Path(__file__).resolve().parents[2] / "data"
-
-
-def toy_dir() -> Path:
-    """The shipped toy world: `$EDITKIT_TOY_DIR`, else `data/toy` of the checkout editkit was installed from."""
-    root = os.environ.get("EDITKIT_TOY_DIR")
-    path = Path(root) if root else data_dir() / "toy"
-    if not (path / "model" / "config.json").exists():
-        raise EditkitError(
-            f"toy model not found at {path}/model; install editkit from a source checkout (pip install -e .) "
-            "or set EDITKIT_TOY_DIR to a directory made by experiments/train_toy_model.py"
-        )
-    return path
-
-
 def resolve_model_path(name_or_path: str) -> str:
     """`toy` -> the shipped toy model directory; a named model (`editkit models list`) -> its fetched
     directory; an existing directory -> itself, or the one .gguf file it holds if it has no config.json; a
@@ -51,8 +34,8 @@ def resolve_model_path(name_or_path: str) -> str:
     one '/') but does not exist -> a clear error; else a hub id, returned as given."""
     from editkit.models.named import KNOWN_MODELS, fetched_dir
 
-    if name_or_path == "toy":
-        return str(toy_dir() / "model")
+    if (toy_model := toy_path(name_or_path, "model")) is not None:
+        return str(toy_model)
     if name_or_path in KNOWN_MODELS:
         return str(fetched_dir(name_or_path))
     path = Path(name_or_path).expanduser()

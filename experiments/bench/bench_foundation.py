@@ -16,7 +16,7 @@ import torch
 from editkit.demo import load_toy_world
 from editkit.hooks import Trace
 from editkit.models import load_model, next_token_probs
-from editkit.world import recall_prompts
+from editkit.toy.world import recall_prompts
 
 
 def best_of(fn, repeats: int) -> float:

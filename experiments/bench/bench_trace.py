@@ -21,6 +21,8 @@ import torch
 from editkit.demo import load_toy_world
 from editkit.locate.tracing import reference_subjects, trace
 from editkit.models import adapter_for, load_model
+from editkit.toy import is_toy
+from editkit.toy.sources import noise_subjects as toy_subjects
 
 SHAPES = {"gpt2-medium": dict(n_layer=24, n_embd=1024, n_head=16), "gpt2-xl": dict(n_layer=48, n_embd=1600, n_head=25)}
 
@@ -50,7 +52,7 @@ def main() -> None:
         noise, noise_subjects = 0.3, None
     else:
         subject, prompt = args.subject, args.prompt.format(args.subject)
-        noise, noise_subjects = "s3", reference_subjects(args.model)
+        noise, noise_subjects = "s3", toy_subjects() if is_toy(args.model) else reference_subjects()
     kinds = args.kinds.split(",")
     # window 10 (the paper's, trace()'s default before it scaled with depth): the recorded ratios used it
     kw = dict(samples=args.samples, window=10, noise=noise, kinds=kinds, noise_subjects=noise_subjects)
