@@ -42,6 +42,28 @@ def predictions(model, tokenizer, prompts: dict[str, str], request: EditRequest)
     return out
 
 
+def edit_requests(
+    prompt: str | None,
+    subject: str | None,
+    target_new: str | None,
+    target_true: str | None = None,
+    requests_file: str | Path | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> tuple[list[EditRequest], object | None]:
+    """The requests of `editkit edit` and the first one's dataset record (None for plain requests): those of
+    `requests_file` (`load_edit_requests`), else the one request given by prompt, subject and target_new."""
+    from editkit.errors import EditkitError
+    from editkit.evaluate.datasets import load_edit_requests
+
+    if requests_file is not None:
+        pairs = load_edit_requests(requests_file, limit, offset)
+        return [r for r, _ in pairs], pairs[0][1]
+    if prompt is None or subject is None or target_new is None:
+        raise EditkitError("pass --prompt, --subject and --target-new, or --requests FILE")
+    return [EditRequest(prompt, subject, target_new, target_true)], None
+
+
 def make_stats(model, tokenizer, adapter, hp, cache_dir=None, progress=False) -> Stats:
     return Stats(model, tokenizer, adapter, hp.mom2_corpus, hp.mom2_n_tokens, cache_dir=cache_dir, progress=progress)
 
@@ -136,45 +158,4 @@ def run_stats(
             str(i): {"dim": c.shape[0], "trace": c.trace().item(), "cache": str(stats.path(stats.key(i)))}
             for i, c in cs.items()
         },
-    }
-
-
-def demo_edit(model, tokenizer, adapter, prompt: str, subject: str, target_true: str, world, out: Path) -> dict:
-    """The demo's edit step: ROME rewrites one toy fact to another object of its relation, the before/after
-    table is returned, and a checkpoint is written to `out/toy-edited` and reloaded with plain transformers
-    in a fresh interpreter (no editkit import)."""
-    import subprocess
-    import sys
-
-    from editkit.toy import NAME
-    from editkit.toy.sources import edit_probes
-
-    rid = next(r for r, rel in world.relations.items() if prompt.replace(subject, "{}") in rel["train_templates"])
-    new = next(o for o in world.relations[rid]["objects"] if o != target_true)
-    request = EditRequest(prompt.replace(subject, "{}"), subject, new, target_true)
-    hp = load_hparams("rome", NAME)
-    probes = probe_prompts(request, fallback=edit_probes(request))
-    before = predictions(model, tokenizer, probes, request)
-    result = edit(
-        model, tokenizer, adapter, [request], "rome", hp, make_stats(model, tokenizer, adapter, hp, progress=True)
-    )
-    after = predictions(model, tokenizer, probes, request)
-    checkpoint = Path(out) / "toy-edited"
-    try:
-        save_checkpoint(model, tokenizer, checkpoint, result, NAME)
-    finally:
-        result.revert(model)
-    script = (
-        "import sys, torch; from transformers import AutoModelForCausalLM as M, AutoTokenizer as T; "
-        f"p = {str(checkpoint)!r}; m, t = M.from_pretrained(p).eval(), T.from_pretrained(p); "
-        f"l = m(**t({request.text!r}, return_tensors='pt')).logits[0, -1]; "
-        "assert not [k for k in sys.modules if k.startswith('editkit')]; print(t.decode([int(l.argmax())]).strip())"
-    )
-    reloaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
-    return {
-        "request": request,
-        "before": before,
-        "after": after,
-        "checkpoint": str(checkpoint),
-        "reloaded_top1": reloaded.stdout.strip() if reloaded.returncode == 0 else f"failed: {reloaded.stderr[-200:]}",
     }

@@ -156,3 +156,27 @@ def dequantised(model: nn.Module) -> nn.Module:
     plain.tie_weights()
     plain.generation_config = model.generation_config
     return plain
+
+
+def describe_model(name_or_path: str, device: str = "cpu") -> dict:
+    """What `editkit info` shows: the model's class, family, size, dtype and the module names its adapter found
+    (block modules with `{}` for the layer)."""
+    from editkit.models.adapters import BLOCK_KINDS
+
+    m, tok, a = load_model(name_or_path, device=device)
+    return {
+        "model": name_or_path,
+        "class": type(m).__name__,
+        "family": a.family,
+        "layers": a.n_layers,
+        "hidden_size": a.hidden_size,
+        "vocab_size": len(tok),
+        "parameters": sum(p.numel() for p in m.parameters()),
+        "dtype": str(next(m.parameters()).dtype).removeprefix("torch."),
+        "modules": {
+            "embed": a.embed,
+            **{k: a.name(k, 0).replace(".0", ".{}", 1) for k in BLOCK_KINDS},
+            "final_norm": a.final_norm,
+            "unembed": a.unembed,
+        },
+    }
