@@ -43,6 +43,23 @@ def test_known_1000_and_counterfact_records_become_cases(toy_world):
         trace_cases([known[0], {"prompt": "x"}])
 
 
+def test_counterfact_prompts_with_other_braces_fill_their_subject(toy_world):
+    """The subject goes where `{}` is; other braces (code, set notation) stay as they are (str.format choked)."""
+    record = {
+        "case_id": 7,
+        "requested_rewrite": {
+            "prompt": "In {} the set {x} is written",
+            "subject": "LaTeX",
+            "target_new": {"str": "braces"},
+            "target_true": {"str": "brackets"},
+        },
+        "paraphrase_prompts": [],
+        "neighborhood_prompts": [],
+    }
+    (case,) = trace_cases([record])
+    assert (case.case_id, case.prompt, case.answer) == ("7", "In LaTeX the set {x} is written", "brackets")
+
+
 def test_resumable_run_and_aie(toy, tmp_path):
     cases = load_trace_cases("toy", limit=8)
     path = tmp_path / "traces.h5"

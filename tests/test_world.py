@@ -123,3 +123,26 @@ def test_model_dir_is_plain_transformers():
 @pytest.mark.parametrize("seed", [0, 3])
 def test_generator_is_seeded(seed):
     assert generate_world(seed, 20, 10, 5) == generate_world(seed, 20, 10, 5)
+
+
+def test_runtime_never_imports_the_generator_and_only_the_toy_package_names_toy():
+    """Loading the toy model, tracing, editing, evaluating and the CLI leave `editkit.toy.generate` unimported,
+    and no library module outside editkit/toy/ and editkit/cli/ special-cases the name "toy"."""
+    from pathlib import Path
+
+    code = (
+        "import sys, editkit.cli, editkit.demo, editkit.evaluate.runner, editkit.edit.run, editkit.locate.run, "
+        "editkit.features.probes; from editkit.models import load_model; from editkit.toy.sources import "
+        "trace_cases; load_model('toy'); trace_cases(); print('editkit.toy.generate' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "False"
+    root = Path(__file__).resolve().parents[1] / "editkit"
+    named = [
+        f"{p.relative_to(root)}:{i}"
+        for p in root.rglob("*.py")
+        if p.relative_to(root).parts[0] not in ("toy", "cli")
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if '"toy"' in line
+    ]
+    assert not named, named
