@@ -70,3 +70,20 @@ def test_rome_delta_w_cached_equals_reference(tok, tmp_path):
         dW.append(rome_update(model, tok, adapter, request, hp, layer, u, target.value, (k_bar, out_bar)).matrix())
     assert dW[1].norm() > 0
     assert _rel(dW[0], dW[1]) <= 1e-5
+
+
+def test_float64_model_optimises_in_float64_and_paths_agree_to_rounding(tok):
+    """A float64 model keeps its targets in float64; there the cached and reference paths agree far below the
+    float32 criterion even over many steps at a large lr (where float32 rounding would be amplified)."""
+    model = tiny_model("llama").double()
+    adapter = adapter_for(model)
+    hp = _hp(steps=40)
+    hp.v_lr = 2.0
+    prefixes = context_prefixes(model, tok, hp.context_templates, hp.seed)
+    module = adapter.name("mlp_out", 0)
+    (fast,) = optimise_targets(model, tok, adapter, module, REQUESTS[:1], prefixes, hp)
+    (ref,) = optimise_targets(model, tok, adapter, module, REQUESTS[:1], prefixes, hp, cached=False)
+    assert fast.delta.dtype == ref.delta.dtype == torch.float64
+    assert ref.steps == fast.steps == hp.v_num_grad_steps - 1
+    assert _rel(fast.delta, ref.delta) <= 1e-10
+

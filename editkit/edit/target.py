@@ -91,6 +91,11 @@ class _Batch:
         return torch.cat([self.nll_row, self.kl_row]), torch.cat([self.nll_pos, self.kl_pos])
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """`x` in float32, or float64 if it is float64 (a float64 model optimises its targets in float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _take(x, rows: torch.Tensor, n: int, cache=None):
     """A recorded block argument restricted to `rows` of a batch of `n`: tensors of two or more dimensions whose
     leading one is the batch (hidden states, masks, positions) are indexed, a KV cache is replaced by `cache`,
@@ -174,7 +179,7 @@ class _Forward:
             self.calls = [(tr[b].args, tr[b].kwargs) for b in names[self.start :]]
 
     def logits(self, D: torch.Tensor, batch: _Batch) -> torch.Tensor:
-        """`[reads, vocab]` float logits of `batch`'s rows with row r's δ, `D[owner[r]]`, added at `look[r]`."""
+        """`[reads, vocab]` logits (float32 or wider) of `batch`'s rows, row r with δ `D[owner[r]]` at `look[r]`."""
         device = self.ids.device
         rows, (read_row, read_pos) = batch.rows.to(device), (x.to(device) for x in batch.reads())
         at, owner = torch.arange(len(rows), device=device), batch.owner.to(device)
@@ -189,7 +194,7 @@ class _Forward:
         if not self.cached:
             with Trace(self.model, self.module, retain_output=False, edit_output=add):
                 logits = self.model(input_ids=self.ids[rows], attention_mask=self.mask[rows]).logits
-            return logits.float()[read_row, read_pos]
+            return _wide(logits)[read_row, read_pos]
         read_pos = read_pos - batch.look.to(device)[read_row]
         h = add(self.output[rows]) if self.on_block else self.h[rows]
         cache = new_cache({i: (k[rows], v[rows]) for i, (k, v) in self.kv.items() if i >= self.start})
@@ -201,7 +206,7 @@ class _Forward:
                 else:  # called with keywords only: the first one is the hidden state
                     out = block(**{**kwargs, next(iter(kwargs)): h})
                 h = out[0] if isinstance(out, tuple) else out
-        return self.adapter.logits(self.model, h[read_row, read_pos]).float()
+        return _wide(self.adapter.logits(self.model, h[read_row, read_pos]))
 
 
 def optimise_targets(
@@ -231,7 +236,7 @@ def _optimise(model, tokenizer, adapter, module, requests, parts: list[_Rows], h
     starts = torch.tensor([0] + [len(p.ids) for p in parts]).cumsum(0).tolist()
     look = torch.tensor([x for p in parts for x in p.look], device=device)
     forward = _Forward(model, adapter, module, ids.to(device), mask.to(device), look, cached)
-    inits = forward.unedited[starts[:-1]].detach().float()  # at each request's bare prompt (its first row)
+    inits = _wide(forward.unedited[starts[:-1]].detach())  # at each request's bare prompt (its first row)
     for r, x in zip(requests, inits, strict=True):
         if not torch.isfinite(x).all():
             raise EditkitError(
@@ -251,8 +256,8 @@ def _optimise(model, tokenizer, adapter, module, requests, parts: list[_Rows], h
             logp = torch.log_softmax(forward.logits(D, batch), -1)
             n_nll = len(batch.nll_row)
             terms = -logp[torch.arange(n_nll, device=device), batch.nll_tok.to(device)]
-            nll = torch.zeros(len(active), device=device).index_add(0, batch.nll_owner.to(device), terms)
-            nll = nll / batch.nll_count.to(device)
+            nll = terms.new_zeros(len(active)).index_add(0, batch.nll_owner.to(device), terms)
+            nll = nll / batch.nll_count.to(device, nll.dtype)
             kl_logp = logp[n_nll:]
             if kl_init is None:  # step 0 has δ = 0: the unedited model's distribution
                 kl_init = kl_logp.detach()
