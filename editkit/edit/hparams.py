@@ -18,10 +18,10 @@ from editkit.toy import NAME, is_toy
 HPARAMS_DIR = Path(__file__).resolve().parents[1] / "hparams"
 
 
-def bounded(default, *, ge: float | None = None, gt: float | None = None):
-    """A field with a lower bound (`ge`: at least, `gt`: above), checked by `validate`; a list default is
-    copied per instance."""
-    meta = {"ge": ge, "gt": gt}
+def bounded(default, *, ge: float | None = None, gt: float | None = None, le: float | None = None):
+    """A field with a lower bound (`ge`: at least, `gt`: above) and optionally an upper one (`le`: at most),
+    checked by `validate`; a list default is copied per instance."""
+    meta = {"ge": ge, "gt": gt, "le": le}
     if isinstance(default, list):
         return field(default_factory=lambda: [list(x) if isinstance(x, list) else x for x in default], metadata=meta)
     return field(default=default, metadata=meta)
@@ -63,6 +63,12 @@ class TargetHParams(StatsHParams):
     v_weight_decay: float = bounded(0.5, ge=0)
     kl_factor: float = bounded(0.0625, ge=0)
     clamp_norm_factor: float = bounded(4.0, gt=0)
+    #: a request also stops once its target's probability (exp of its mean NLL over the prompts) reaches this
+    v_stop_prob: float | None = bounded(None, gt=0, le=1)
+    #: ... or once its best loss of the last v_plateau_steps steps is less than v_plateau_tol (relative) below
+    #: its best before them (0: no plateau stop); besides the papers' stop, loss < 5e-2
+    v_plateau_steps: int = bounded(0, ge=0)
+    v_plateau_tol: float = bounded(0.02, ge=0, le=1)
     #: (length in tokens, count) of the generated context prefixes, each >= 1; the bare prompt is always added.
     context_templates: list[list[int]] = bounded([[5, 10], [10, 10]], ge=1)
 
@@ -185,6 +191,9 @@ def check_value(value, f: dataclasses.Field) -> str | None:
         )
     if gt is not None and any(x <= gt for x in numbers):
         return f"must be > {gt:g}"
+    le = f.metadata.get("le")
+    if le is not None and any(x > le for x in numbers):
+        return f"must be <= {le:g}"
     return None
 
 

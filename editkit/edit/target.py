@@ -2,7 +2,8 @@
 module's output at the subject's last token, for many requests in one batch.
 
 Each request's δ touches only its own rows and the requests' losses are summed, not averaged, so Adam (which
-works per coordinate) moves every δ as it would alone; a request whose loss has converged is frozen and its rows
+works per coordinate) moves every δ as it would alone; a request that stops (its loss below 5e-2 as in the
+papers' code, or the optional target-probability and plateau stops of the hparams) is frozen and its rows
 leave the batch. What does not depend on δ is computed once: the blocks below the edited module run once per
 batch (their outputs and the arguments the model passes each block are recorded), and the unembedding runs only
 at the positions the loss reads. `cached=False` runs the whole model every step instead (the reference path).
@@ -10,6 +11,7 @@ at the positions the loss reads. `cached=False` runs the whole model every step 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +28,8 @@ from editkit.tokens import encode, pad_id, pad_rows, target_ids
 
 #: A request stops once its loss is below this (ROME's and MEMIT's code).
 CONVERGED = 5e-2
+#: Why a request's optimisation stopped.
+STOPS = ("loss", "prob", "plateau", "steps")
 #: Rows × width of one batch: bounds the activations the backward pass keeps.
 BATCH_TOKENS = 4096
 
@@ -33,12 +37,13 @@ BATCH_TOKENS = 4096
 @dataclass
 class Target:
     """v* = init + delta at the module's output, the subject's last token of the bare prompt; the NLL of the
-    target when the optimisation stopped and the Adam steps it took."""
+    target when the optimisation stopped, the Adam steps it took and why it stopped (one of STOPS)."""
 
     init: torch.Tensor
     delta: torch.Tensor
     nll: float
     steps: int
+    stop: str = "steps"
 
     @property
     def value(self) -> torch.Tensor:
@@ -53,6 +58,10 @@ class _Rows:
     ids: list[list[int]]
     look: list[int]
     nll: list[tuple[int, int, int]]
+
+    def longest_suffix(self) -> int:
+        """Tokens from δ's position on in the longest row (what the cached path runs each step)."""
+        return max(len(r) - x for r, x in zip(self.ids, self.look, strict=True))
 
 
 def request_rows(tokenizer, request: EditRequest, prefixes: list[str]) -> _Rows:
@@ -214,20 +223,38 @@ def optimise_targets(
 ) -> list[Target]:
     """v* / z for each request: Adam on δ added to `module`'s output at the subject's last token, minimising the
     target's NLL over the prefixed prompts + kl_factor·KL on '{subject} is a' + weight decay, with ‖δ‖ clamped
-    to clamp_norm_factor·‖init‖. Requests are batched up to BATCH_TOKENS tokens; each result is the one the
-    request would get alone."""
+    to clamp_norm_factor·‖init‖. Requests are batched up to BATCH_TOKENS tokens, those with similar numbers of
+    tokens from δ on together (a step runs every row padded to its batch's longest); each result is the one the
+    request would get alone, in the order of `requests`."""
     parts = [request_rows(tokenizer, r, prefixes) for r in requests]
+    order = sorted(range(len(parts)), key=lambda i: parts[i].longest_suffix())
     chunks, rows, width = [[]], 0, 0
-    for i, p in enumerate(parts):
+    for i in order:
+        p = parts[i]
         rows, width = rows + len(p.ids), max(width, *map(len, p.ids))
         if chunks[-1] and rows * width > BATCH_TOKENS:
             chunks.append([])
             rows, width = len(p.ids), max(map(len, p.ids))
         chunks[-1].append(i)
-    out = []
+    out: list[Target | None] = [None] * len(parts)
     for c in chunks:
-        out += _optimise(model, tokenizer, adapter, module, [requests[i] for i in c], [parts[i] for i in c], hp, cached)
+        got = _optimise(model, tokenizer, adapter, module, [requests[i] for i in c], [parts[i] for i in c], hp, cached)
+        for i, t in zip(c, got, strict=True):
+            out[i] = t
     return out
+
+
+def _stop(losses: list[float], nll: float, hp, last: bool) -> str | None:
+    """Why a request with these losses so far (the latest last) and this NLL stops now, or None: its loss is
+    below CONVERGED, its target's probability reached v_stop_prob, its loss has plateaued, or the steps ran out."""
+    if losses[-1] < CONVERGED:
+        return "loss"
+    if hp.v_stop_prob is not None and math.exp(-nll) >= hp.v_stop_prob:
+        return "prob"
+    w = hp.v_plateau_steps
+    if w and len(losses) > w and min(losses[-w:]) > (1 - hp.v_plateau_tol) * min(losses[:-w]):
+        return "plateau"
+    return "steps" if last else None
 
 
 def _optimise(model, tokenizer, adapter, module, requests, parts: list[_Rows], hp, cached: bool) -> list[Target]:
@@ -248,6 +275,7 @@ def _optimise(model, tokenizer, adapter, module, requests, parts: list[_Rows], h
     max_norm = hp.clamp_norm_factor * init_norm
     results: list[Target | None] = [None] * len(parts)
     active, batch, kl_init = list(range(len(parts))), None, None
+    history: list[list[float]] = [[] for _ in parts]  # each request's loss at each step
     with frozen(model):
         for step in range(hp.v_num_grad_steps):
             if batch is None:
@@ -264,11 +292,14 @@ def _optimise(model, tokenizer, adapter, module, requests, parts: list[_Rows], h
             idx = torch.tensor(active, device=device)
             kl = F.kl_div(kl_init[idx], kl_logp, log_target=True, reduction="none").sum(-1)  # KL(now ‖ init)
             loss = nll + hp.kl_factor * kl + hp.v_weight_decay * D.norm(dim=-1) / init_norm[idx] ** 2
-            values = loss.detach().tolist()
-            done = [j for j, v in enumerate(values) if v < CONVERGED or step == hp.v_num_grad_steps - 1]
-            for j in done:
-                i = active[j]
-                results[i] = Target(inits[i], deltas[i].detach(), nll[j].item(), step)
+            values, nlls = loss.detach().tolist(), nll.detach().tolist()
+            done = []
+            for j, i in enumerate(active):
+                history[i].append(values[j])
+                why = _stop(history[i], nlls[j], hp, last=step == hp.v_num_grad_steps - 1)
+                if why:
+                    done.append(j)
+                    results[i] = Target(inits[i], deltas[i].detach(), nlls[j], step, why)
             keep = [j for j in range(len(active)) if j not in done]
             if not keep:
                 break

@@ -14,7 +14,7 @@
     python experiments/bench/bench_edit.py [--model toy|smollm2-135m|PATH] [--sizes 10,100,1000] [--old-size 10]
         [--memit-hparams FILE] [--set key=value] [--repeats 2] [--threads 1]
 
-`--set` overrides MEMIT's hyper-parameters (ROME keeps the shipped ones). Last line: JSON.
+`--set` overrides MEMIT's hyper-parameters, `--rome-set` ROME's. Last line: JSON.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 
 import editkit.edit.methods.memit
 import editkit.edit.methods.rome
-from editkit.edit import METHODS, edit, load_hparams, needs_stats
+from editkit.edit import edit, load_hparams, needs_stats
 from editkit.edit.common import context_prefixes
 from editkit.edit.methods.rome import rome_key, rome_update
 from editkit.edit.run import make_stats
@@ -113,8 +113,8 @@ def fractions(parts: dict[str, float]) -> dict[str, float]:
     return {k: round(v / total, 3) for k, v in parts.items()}
 
 
-def rome_parts(model, tok, adapter, request, hp, stats) -> dict[str, float]:
-    """One ROME edit (new path), timed by stage: key (k̄, C⁻¹k̄), target (v*), update (Λ)."""
+def rome_parts(model, tok, adapter, request, hp, stats):
+    """One ROME edit (new path), timed by stage: key (k̄, C⁻¹k̄), target (v*), update (Λ); and its Target."""
     layer = adapter.layer(hp.layers[0])
     t0 = time.perf_counter()
     prefixes = context_prefixes(model, tok, hp.context_templates, hp.seed)
@@ -123,20 +123,25 @@ def rome_parts(model, tok, adapter, request, hp, stats) -> dict[str, float]:
     (target,) = optimise_targets(model, tok, adapter, adapter.name("mlp_out", layer), [request], prefixes, hp)
     t2 = time.perf_counter()
     rome_update(model, tok, adapter, request, hp, layer, u, target.value, (k_bar, out_bar))
-    return {"key": t1 - t0, "target": t2 - t1, "update": time.perf_counter() - t2}
+    return {"key": t1 - t0, "target": t2 - t1, "update": time.perf_counter() - t2}, target
 
 
-def memit_parts(model, tok, adapter, requests, hp, stats) -> dict[str, float]:
-    """One MEMIT batch (new path), timed by stage: targets (z), then keys + solves + writes over the layers."""
-    t0 = time.perf_counter()
-    result = METHODS["memit"](model, tok, adapter, requests, hp, stats)
-    total = time.perf_counter() - t0
-    result.revert(model)
-    prefixes = context_prefixes(model, tok, hp.context_templates, hp.seed)
-    t1 = time.perf_counter()
-    optimise_targets(model, tok, adapter, adapter.name("block", hp.layers[-1]), requests, prefixes, hp)
-    z = time.perf_counter() - t1
-    return {"target": z, "keys_solve_write": max(total - z, 0.0)}
+@contextmanager
+def watched_targets(record: dict):
+    """MEMIT's target optimisation (the new path) timed and its Targets kept in `record`."""
+    inner = editkit.edit.methods.memit.optimise_targets
+
+    def watched(*args, **kwargs):
+        t = time.perf_counter()
+        got = inner(*args, **kwargs)
+        record["seconds"], record["targets"] = time.perf_counter() - t, got
+        return got
+
+    editkit.edit.methods.memit.optimise_targets = watched
+    try:
+        yield record
+    finally:
+        editkit.edit.methods.memit.optimise_targets = inner
 
 
 def timed_edit(model, tok, adapter, requests, method, hp, stats):
@@ -164,11 +169,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="ROME edits per path (the fastest is kept)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--set", action="append", default=[], help="MEMIT hyper-parameter override key=value")
+    p.add_argument("--rome-set", action="append", default=[], help="ROME hyper-parameter override key=value")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model, tok, adapter = load_model(args.model, device="cpu")
     records = args.records or toy_dir() / "counterfact.json"
-    rome_hp = load_hparams("rome", args.model, file=args.rome_hparams)
+    rome_hp = load_hparams("rome", args.model, file=args.rome_hparams, overrides=args.rome_set)
     memit_hp = load_hparams("memit", args.model, file=args.memit_hparams, overrides=args.set)
     stats = make_stats(model, tok, adapter, memit_hp)
     layers = set(memit_hp.layers) | (set(rome_hp.layers) if needs_stats("rome", rome_hp) else set())
@@ -198,7 +204,7 @@ def main() -> None:
             f"{name}, one v*/z step of the previous path: "
             + ", ".join(f"{k} {v:.0%}" for k, v in fractions(parts).items())
         )
-    rome_stage = rome_parts(model, tok, adapter, request, rome_hp, stats)
+    rome_stage, target = rome_parts(model, tok, adapter, request, rome_hp, stats)
     print("ROME, one edit (new path): " + ", ".join(f"{k} {v:.2f}s" for k, v in rome_stage.items()))
 
     # ROME: previous path vs new, same process
@@ -211,11 +217,10 @@ def main() -> None:
         (timed_edit(model, tok, adapter, [request], "rome", rome_hp, stats) for _ in range(args.repeats)),
         key=lambda x: x[0],
     )
-    (target,) = optimise_targets(model, tok, adapter, rome_module, [request], prefixes, rome_hp)
     rome_diff = rel_diff(new[1].deltas, old[1].deltas)
     print(
         f"ROME, one edit: previous path {old[0]:.2f}s, new {new[0]:.2f}s (x{old[0] / new[0]:.2f}), "
-        f"ΔW relative difference {rome_diff:.1e} in float32, {target.steps} Adam steps"
+        f"ΔW relative difference {rome_diff:.1e} in float32, {target.steps} Adam steps (stop: {target.stop})"
     )
     # the same edit with the model in float64: if both paths then agree, the float32 difference is rounding
     # (the two paths sum in different orders) amplified by the optimisation, not a difference of algorithm
@@ -256,14 +261,20 @@ def main() -> None:
         f"{memit_new_few[0] / len(few):.2f} s/request, ΔW relative difference {memit_diff:.1e} in float32, "
         f"{memit_diff64:.1e} with the model in float64"
     )
-    per_request, stages = {}, {}
+    per_request, stages, steps, stops = {}, {}, {}, {}
     for n in sizes:
         batch = requests[:n]
-        seconds, _ = timed_edit(model, tok, adapter, batch, "memit", memit_hp, stats)
+        with watched_targets({}) as z:
+            seconds, _ = timed_edit(model, tok, adapter, batch, "memit", memit_hp, stats)
         per_request[n] = seconds / len(batch)
-        print(f"MEMIT, {len(batch)} requests: {seconds:.1f}s, {per_request[n]:.3f} s/request")
-    stages = memit_parts(model, tok, adapter, requests[: sizes[0]], memit_hp, stats)
-    print(f"MEMIT, {sizes[0]} requests (new path): " + ", ".join(f"{k} {v:.0%}" for k, v in fractions(stages).items()))
+        stages[n] = fractions({"target": z["seconds"], "keys_solve_write": max(seconds - z["seconds"], 0.0)})
+        steps[n] = sum(t.steps for t in z["targets"]) / n
+        stops[n] = {k: sum(t.stop == k for t in z["targets"]) for k in sorted({t.stop for t in z["targets"]})}
+        print(
+            f"MEMIT, {len(batch)} requests: {seconds:.1f}s, {per_request[n]:.3f} s/request; "
+            + ", ".join(f"{k} {v:.0%}" for k, v in stages[n].items())
+            + f"; {steps[n]:.1f} Adam steps per request, stops {stops[n]}"
+        )
     print(
         json.dumps(
             {
@@ -271,6 +282,7 @@ def main() -> None:
                 "model": args.model,
                 "threads": args.threads,
                 "overrides": args.set,
+                "rome_overrides": args.rome_set,
                 "step_fractions_previous": {k: fractions(v) for k, v in step.items()},
                 "rome_stage_s": {k: round(v, 4) for k, v in rome_stage.items()},
                 "rome_previous_s": round(old[0], 3),
@@ -280,11 +292,16 @@ def main() -> None:
                 "rome_delta_rel_diff_float32": rome_diff,
                 "rome_target_delta_rel_diff_float64": delta_diff64,
                 "rome_steps": target.steps,
+                "rome_stop": target.stop,
                 "memit_previous_per_request_s": {str(len(few)): round(memit_old[0] / len(few), 4)},
                 "memit_delta_rel_diff": memit_diff64,
                 "memit_delta_rel_diff_float32": memit_diff,
                 "memit_per_request_s": {str(k): round(v, 4) for k, v in per_request.items()},
-                "memit_stage_fractions": fractions(stages),
+                # previous path's s/request at --old-size (linear in the requests) over the new one at each size
+                "memit_speedup": {str(k): round(memit_old[0] / len(few) / v, 3) for k, v in per_request.items()},
+                "memit_stage_fractions": {str(k): v for k, v in stages.items()},
+                "memit_mean_steps": {str(k): round(v, 2) for k, v in steps.items()},
+                "memit_stops": {str(k): v for k, v in stops.items()},
                 "ok": old[0] / new[0] >= 2 and rome_diff64 <= 1e-5 and memit_diff64 <= 1e-5,
             }
         )
