@@ -78,6 +78,9 @@ class _ChangeHparams:
     kl_factor: float = 0.0
     v_weight_decay: float = 0.0
     clamp_norm_factor: float = math.inf
+    v_stop_prob: float | None = None  # only the papers' stop (loss < 5e-2) and the step count
+    v_plateau_steps: int = 0
+    v_plateau_tol: float = 0.0
 
 
 def optimal_change(model, tokenizer, adapter, hook: HookPoint, request: EditRequest, pos: int, steps: int = 60):
