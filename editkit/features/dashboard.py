@@ -18,10 +18,10 @@ import torch
 
 from editkit.errors import EditkitError
 from editkit.features.attribution import FeatureScore, attribute_features
-from editkit.features.hookpoints import hook_value, resolve_hook, trace_hook
+from editkit.features.hookpoints import resolve_hook
 from editkit.features.inspect import Context, FeatureReport, histogram_png, logit_lens, scan_features
 from editkit.features.sae import SAE
-from editkit.features.store import keep_mask, tokenize
+from editkit.features.store import hook_activations
 from editkit.io import atomic_directory
 
 STYLE = (
@@ -60,11 +60,8 @@ def densest_features(model, tokenizer, adapter, sae: SAE, texts: list[str], n: i
     device = next(model.parameters()).device
     counts = torch.zeros(sae.cfg.d_sae)
     for start in range(0, len(texts), 32):
-        ids, mask = tokenize(tokenizer, texts[start : start + 32], sae.cfg.context_size)
-        with trace_hook(model, hook, stop=True) as tr:
-            model(input_ids=ids.to(device), attention_mask=mask.to(device))
-        keep = keep_mask(ids, mask, tokenizer, skip_bos=True)
-        counts += ((sae.encode(hook_value(tr, hook)).cpu() > 0) & keep[..., None]).sum((0, 1)).float()
+        x = hook_activations(model, tokenizer, hook, texts[start : start + 32], sae.cfg.context_size)
+        counts += (sae.encode(x.to(device)).cpu() > 0).sum(0).float()
     ranked = sorted(range(sae.cfg.d_sae), key=lambda i: (-counts[i].item(), i))
     return [i for i in ranked[:n] if counts[i] > 0]
 

@@ -17,7 +17,7 @@ import torch
 
 from editkit.corpus import Corpus
 from editkit.errors import EditkitError
-from editkit.features.hookpoints import hook_value, resolve_hook, trace_hook
+from editkit.features.hookpoints import resolve_hook, trace_hook
 from editkit.features.sae import SAE
 from editkit.tokens import encode
 
@@ -85,7 +85,7 @@ def max_activations(
     out), to clamp at a multiple of it; computed once per SAE, model and corpus, then read from the cache."""
     from safetensors.torch import load_file, save
 
-    from editkit.features.store import keep_mask, tokenize
+    from editkit.features.store import hook_activations
     from editkit.io import atomic_write_bytes, cache_root
     from editkit.tensors import fingerprint
 
@@ -99,12 +99,9 @@ def max_activations(
     best = torch.zeros(sae.cfg.d_sae)
     texts = list(islice(corpus.texts(), n_texts))
     for i in range(0, len(texts), batch_size):
-        ids, mask = tokenize(tokenizer, texts[i : i + batch_size], sae.cfg.context_size)
-        with trace_hook(model, hook, stop=True) as tr:
-            model(input_ids=ids.to(device), attention_mask=mask.to(device))
-        keep = keep_mask(ids, mask, tokenizer, skip_bos=True).to(device)
-        f = sae.encode(hook_value(tr, hook)) * keep[..., None]
-        best = torch.maximum(best, f.amax((0, 1)).float().cpu())
+        x = hook_activations(model, tokenizer, hook, texts[i : i + batch_size], sae.cfg.context_size)
+        if len(x):
+            best = torch.maximum(best, sae.encode(x.to(device)).amax(0).float().cpu())
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, save({"max": best.contiguous()}))
     return best
