@@ -103,7 +103,7 @@ def build_dashboard(
 
 def _context_html(c: Context, scale: float) -> str:
     spans = []
-    for j, (t, v) in enumerate(zip(c.tokens, c.values or [0.0] * len(c.tokens), strict=True)):
+    for j, (t, v) in enumerate(zip(c.tokens, c.values, strict=True)):
         alpha = min(1.0, max(0.0, v / scale)) if scale > 0 else 0.0
         text = html.escape(t)
         if j == c.position:
