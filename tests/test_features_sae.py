@@ -271,3 +271,25 @@ def test_hf_corpus_without_datasets_is_a_clear_error():
         pytest.skip("datasets is installed; this checks the message shown without it")
     with pytest.raises(EditkitError, match="pip install datasets"):
         open_corpus("wikitext")
+
+
+def test_eval_splices_only_the_positions_the_sae_is_trained_on(toy):
+    """A leading BOS (special, never stored for training) keeps its clean activation in the spliced and zeroed
+    runs: an SAE that reconstructs nothing but BOS-free positions loses nothing there, so with a prepended
+    BOS the CE of both runs is that of prepending BOS to texts the SAE sees whole, position for position."""
+    from editkit.features.evaluate import evaluate_sae
+
+    model, tok, adapter = toy
+    sae = SAE.load(toy_sae_dir())
+    texts = list(open_corpus("toy").texts())[-8:]
+    bos = [tok.bos_token + t for t in texts]
+    plain, with_bos = evaluate_sae(model, tok, adapter, sae, texts), evaluate_sae(model, tok, adapter, sae, bos)
+    assert with_bos.n_tokens == plain.n_tokens  # the BOS is not scored for L0/EV
+    decode = sae.decode
+    sae.decode = lambda f: decode(f) * 0 + 1e4  # a reconstruction that would wreck any position it is put at
+    wrecked = evaluate_sae(model, tok, adapter, sae, bos)
+    assert wrecked.ce_clean == pytest.approx(with_bos.ce_clean, abs=1e-9)
+    assert wrecked.ce_sae > 3 * with_bos.ce_sae  # the real tokens are spliced...
+    sae.decode = lambda f: torch.where(torch.arange(f.shape[1])[None, :, None] == 0, decode(f) * 0 + 1e4, decode(f))
+    # ...and position 0 (the BOS) is not: wrecking only it changes nothing
+    assert evaluate_sae(model, tok, adapter, sae, bos).ce_sae == pytest.approx(with_bos.ce_sae, abs=1e-9)

@@ -56,7 +56,8 @@ def _ce_sum(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torc
 def evaluate_sae(
     model, tokenizer, adapter, sae: SAE, texts: list[str], context_size: int = 128, batch_size: int = 32
 ) -> SAEEvaluation:
-    """Run `texts` clean, with the SAE's reconstruction spliced in at its hook, and zero-ablated there."""
+    """Run `texts` clean, with the SAE's reconstruction spliced in at its hook, and zero-ablated there (at the
+    positions the SAE is trained on: special tokens such as a prepended BOS keep their clean activation)."""
     hook = resolve_hook(adapter, sae.cfg.hook_name)
     device = next(model.parameters()).device
     sae = sae.to(device)
@@ -76,11 +77,12 @@ def evaluate_sae(
         sae.check_width(x.shape[-1])
         f = sae.encode(x)
         x_hat = sae.decode(f).to(x.dtype)
-        spliced = _run(model, hook, ids_d, mask_d, lambda a, r=x_hat: r)
-        zeroed = _run(model, hook, ids_d, mask_d, torch.zeros_like)
+        keep = keep_mask(ids, mask, tokenizer, skip_bos=True).to(device)
+        on = keep.unsqueeze(-1)  # special tokens (BOS, the attention sink) keep their clean value, as in training
+        spliced = _run(model, hook, ids_d, mask_d, lambda a, r=x_hat, on=on: torch.where(on, r, a))
+        zeroed = _run(model, hook, ids_d, mask_d, lambda a, on=on: torch.where(on, torch.zeros_like(a), a))
         ce += torch.stack([_ce_sum(lg, ids_d, mask_d).double().cpu() for lg in (clean, spliced, zeroed)])
         n_pred += int(mask[:, 1:].sum())
-        keep = keep_mask(ids, mask, tokenizer, skip_bos=True).to(device)
         xk, xh, fk = x[keep].double(), x_hat[keep].double(), f[keep]
         resid += (xk - xh).pow(2).sum().item()
         total_sq += xk.pow(2).sum().item()
