@@ -8,6 +8,9 @@ training data, never on the evaluation lines). Each SAE is then evaluated with `
 on held-out corpus lines after those the store read.
 
     python experiments/sae_compare.py --model toy --hook blocks.3.hook_resid_post --l0 16
+    python experiments/sae_compare.py --from-json runs/sae-compare/compare.json --plot experiments/figures/x.png
+
+`--from-json` tables and plots a finished run's compare.json (its settings are in the file) without training.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from editkit.io import replace_section
 from editkit.models import load_model
 
 README = Path(__file__).parent / "README.md"
-BEGIN, END = "<!-- sae-compare:begin -->", "<!-- sae-compare:end -->"
 PENALTY = {"standard": "l1_coefficient", "gated": "l1_coefficient", "jumprelu": "l0_coefficient"}
 START = {"l1_coefficient": 5.0, "l0_coefficient": 1.0}
 
@@ -53,11 +55,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("runs/sae-compare"))
     p.add_argument("--archs", default=",".join(names()))
     p.add_argument("--no-readme", action="store_true")
+    p.add_argument("--section", default="sae-compare", help="README section marker (one per model)")
+    p.add_argument("--plot", type=Path, default=None, help="also draw L0 against EV and CE recovered (.png/.pdf)")
+    p.add_argument("--from-json", type=Path, default=None, help="table and plot this compare.json; train nothing")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.from_json is not None:
+        saved = json.loads(args.from_json.read_text())
+        return _report(argparse.Namespace(**{**vars(args), **saved["args"]}), saved["rows"])
     torch.set_num_threads(1)
     model, tok, adapter = load_model(args.model)
     hook = resolve_hook(adapter, args.hook)
@@ -97,17 +105,46 @@ def main(argv: list[str] | None = None) -> None:
         row |= {"runs": len(tried), "cpu_s": cpu, "final_train_ev": log[-1]["explained_variance"], **ev}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    (args.out / "compare.json").write_text(json.dumps(rows, indent=2) + "\n")
-    if not args.no_readme:
-        replace_section(README, BEGIN, END, _section(args, rows))
+    settings = {k: getattr(args, k) for k in RUN_ARGS}
+    (args.out / "compare.json").write_text(json.dumps({"args": settings, "rows": rows}, indent=2) + "\n")
+    _report(args, rows)
     print(json.dumps({"rows": len(rows), "out": str(args.out)}))
 
 
+RUN_ARGS = ("model", "hook", "corpus", "l0", "d_sae", "max_tokens", "steps", "batch_size", "bisect", "eval_texts")
+
+
+def _report(args: argparse.Namespace, rows: list[dict]) -> None:
+    """The README section (unless --no-readme) and the plot (with --plot)."""
+    if not args.no_readme:
+        replace_section(README, f"<!-- {args.section}:begin -->", f"<!-- {args.section}:end -->", _section(args, rows))
+    if args.plot is not None:
+        _plot(args, rows, args.plot)
+
+
+def _plot(args: argparse.Namespace, rows: list[dict], path: Path) -> None:
+    """Sparsity-fidelity: L0 against explained variance and against CE loss recovered, one point per architecture."""
+    from editkit.locate.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in zip(
+        axes, ("explained_variance", "ce_loss_recovered"), ("explained variance", "CE loss recovered"), strict=True
+    ):
+        for i, r in enumerate(rows):
+            ax.scatter(r["l0"], r[key], color=f"C{i}", label=r["arch"])
+            ax.annotate(r["arch"], (r["l0"], r[key]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.axvline(args.l0, color="grey", lw=0.8, ls=":")
+        ax.set(xlabel="L0 (held-out tokens)", ylabel=label, title=f"{label} at target L0 {args.l0}")
+    fig.suptitle(f"{args.model}, {args.hook}, {args.d_sae} features")
+    save_figure(fig, path)
+
+
 def _section(args: argparse.Namespace, rows: list[dict]) -> str:
+    flags = " ".join(f"--{k.replace('_', '-')} {getattr(args, k)}" for k in RUN_ARGS)
     head = (
-        f"{BEGIN}\n`python experiments/sae_compare.py --model {args.model} --hook {args.hook} --l0 {args.l0} "
-        f"--d-sae {args.d_sae} --max-tokens {args.max_tokens} --steps {args.steps} --batch-size {args.batch_size} "
-        f"--bisect {args.bisect} --eval-texts {args.eval_texts}` ({rows[0]['n_tokens']:,} held-out tokens):\n\n"
+        f"<!-- {args.section}:begin -->\n`python experiments/sae_compare.py {flags}` "
+        f"({rows[0]['n_tokens']:,} held-out tokens):\n\n"
         "| architecture | setting | L0 | explained variance | CE loss recovered | dead | dense | shrinkage γ "
         "| CPU s (runs) |\n|---|---|---|---|---|---|---|---|---|\n"
     )
@@ -117,7 +154,7 @@ def _section(args: argparse.Namespace, rows: list[dict]) -> str:
         f"{r['shrinkage']:.3f} | {r['cpu_s']:.0f} ({r['runs']}) |\n"
         for r in rows
     )
-    return head + body + END
+    return head + body + f"<!-- {args.section}:end -->"
 
 
 if __name__ == "__main__":
