@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoints", default="1,2,5,10,20,50,100,500,1000")
     p.add_argument("--runs", default="runs/sequential")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--capability-every", type=int, default=1, help="measure capability every N edits")
     p.add_argument("--readme-only", action="store_true", help="table the runs as they are; edit nothing")
     return p.parse_args(argv)
 
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
             config = EvalConfig(
                 model=args.model, dataset="toy", method=method, mode="sequential", batch_size=METHODS[method],
                 checkpoints=mine, limit=mine[-1], generation=False,
+                capability_every=args.capability_every,
             )  # fmt: skip
             print(f"== {method} -> {out}", flush=True)
             run_named(config, out, resume=(out / "config.json").exists(), device=args.device, progress=False)

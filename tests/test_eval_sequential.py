@@ -34,12 +34,11 @@ def seq(points, limit, **kw) -> EvalConfig:
     )  # fmt: skip
 
 
-def run(toy, records, points, out, probe, editor=None, resume=False):
+def run(toy, records, points, out, probe, editor=None, resume=False, **kw):
     editor = editor or make_editor("ft-l", toy, None, "toy", sequential=True)[0]
     model, tok, _ = toy
-    return run_eval(
-        model, tok, records[: points[-1]], seq(points, points[-1]), out, editor, resume, progress=False, probe=probe
-    )
+    config = seq(points, points[-1], **kw)
+    return run_eval(model, tok, records[: points[-1]], config, out, editor, resume, progress=False, probe=probe)
 
 
 def test_checkpoints_equal_separate_runs_and_resume_gives_the_same_curves(toy, records, probe, tmp_path):
@@ -77,6 +76,18 @@ def test_checkpoints_equal_separate_runs_and_resume_gives_the_same_curves(toy, r
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_capability_every_n_edits_measures_those_steps_and_the_checkpoints(toy, records, probe, tmp_path):
+    """--capability-every 2 to checkpoint 3: capability after edits 2 and 3 only, the same values as measured
+    after every edit, and the same checkpoint scores (measuring changes nothing it measures)."""
+    every = run(toy, records, [1, 3], tmp_path / "every", probe)
+    sparse = run(toy, records, [3], tmp_path / "sparse", probe, capability_every=2)
+    assert [s["edits"] for s in sparse["curve"]] == [2, 3]
+    assert sparse["curve"] == every["curve"][1:]
+    assert sparse["checkpoints"] == every["checkpoints"][1:]
+    with pytest.raises(EditkitError, match="--capability-every must be >= 1, got 0"):
+        seq([3], 3, capability_every=0)
+
+
 def test_checkpoint_settings_are_checked():
     with pytest.raises(EditkitError, match="--checkpoints needs --mode sequential"):
         EvalConfig(model="toy", dataset="toy", checkpoints=[1])
@@ -90,10 +101,12 @@ def test_collapse_is_the_first_step_past_a_threshold():
     curve = [{"edits": e, "perplexity": p, "retention": r} for e, p, r in [(1, 5, 1.0), (2, 40, 0.9), (3, 60, 0.4)]]
     assert collapse(curve, 5.0) == {
         "edit": 3,
+        "after": 2,
         "reason": "perplexity 60.0 > 10 x 5.0 (unedited); retention 40.0% < 50%",
     }
     assert collapse(curve, 3.0)["edit"] == 2
-    assert collapse(curve, 100.0) == {"edit": 3, "reason": "retention 40.0% < 50%"}
+    assert collapse(curve, 100.0) == {"edit": 3, "after": 2, "reason": "retention 40.0% < 50%"}
+    assert collapse(curve[1:], 3.0) == {"edit": 2, "after": 0, "reason": "perplexity 40.0 > 10 x 3.0 (unedited)"}
     assert collapse(curve[:2], 5.0) is None
 
 

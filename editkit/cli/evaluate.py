@@ -59,6 +59,9 @@ def eval_cmd(
     capability_corpus: Annotated[
         str | None, typer.Option("--capability-corpus", help="Held-out texts (as editkit stats reads; toy: built in).")
     ] = None,
+    capability_every: Annotated[
+        int, typer.Option("--capability-every", min=1, help="Sequential mode: measure capability every N edits.")
+    ] = 1,
     known_facts: Annotated[
         Path | None, typer.Option("--known-facts", help="known_1000-format facts to retain (toy: built in).")
     ] = None,
@@ -80,6 +83,7 @@ def eval_cmd(
         distinct_subjects=distinct_subjects, known_only=known_only, protocol=protocol, max_new_tokens=max_new_tokens,
         checkpoints=parse_checkpoints(checkpoints) if checkpoints else None, capability=capability,
         capability_corpus=capability_corpus, known_facts=str(known_facts) if known_facts else None,
+        capability_every=capability_every,
     )  # fmt: skip
     summary = run_named(
         config, out, resume, device, str(hparams) if hparams else None,

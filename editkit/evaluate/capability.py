@@ -94,7 +94,10 @@ def corpus_probe(
 
 def collapse(curve: Sequence[dict], base_ppl: float, ppl_factor: float = 10.0, retention: float = 0.5) -> dict | None:
     """The first point of `curve` ({"edits", "perplexity", "retention"}) where perplexity exceeds
-    `ppl_factor` x the unedited model's or retention falls below `retention`; None if none does."""
+    `ppl_factor` x the unedited model's or retention falls below `retention`, with the last measured edit
+    count before it (`after`: the collapse happened in between where capability is not measured every edit);
+    None if none does."""
+    after = 0
     for point in curve:
         reasons = []
         if point["perplexity"] > ppl_factor * base_ppl:
@@ -102,5 +105,6 @@ def collapse(curve: Sequence[dict], base_ppl: float, ppl_factor: float = 10.0, r
         if point["retention"] is not None and point["retention"] < retention:
             reasons.append(f"retention {point['retention']:.1%} < {retention:.0%}")
         if reasons:
-            return {"edit": point["edits"], "reason": "; ".join(reasons)}
+            return {"edit": point["edits"], "after": after, "reason": "; ".join(reasons)}
+        after = point["edits"]
     return None

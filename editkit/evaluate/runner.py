@@ -6,6 +6,7 @@ capability (baseline.json) and, for sequential runs with checkpoints, one capabi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -82,6 +83,7 @@ class EvalConfig:
     known_facts: str | None = None
     capability_texts: int = 200
     capability_facts: int = 200
+    capability_every: int = 1  # sequential mode: measure capability every this many edits (and at checkpoints)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -94,6 +96,8 @@ class EvalConfig:
             _check_checkpoints(self.checkpoints, self.mode, self.batch_size)
         if self.batch_size < 1:
             raise EditkitError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.capability_every < 1:
+            raise EditkitError(f"--capability-every must be >= 1, got {self.capability_every}")
         if self.mode == "single" and self.batch_size != 1:
             raise EditkitError("--batch-size needs --mode batch or sequential; single mode edits one record at a time")
         parse_shard(self.shard)
@@ -204,7 +208,8 @@ def _prepare_dir(out: Path, config: dict, resume: bool) -> None:
         old = read_json(cfg_file, "run config", f"delete {out} to start the run again, or choose another --out")
         if not isinstance(old, dict):
             raise EditkitError(f"run config {cfg_file} is not a JSON object; delete {out} or choose another --out")
-        diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+        defaults = {f.name: f.default for f in dataclasses.fields(EvalConfig) if f.default is not dataclasses.MISSING}
+        diff = sorted(k for k in set(old) | set(config) if old.get(k, defaults.get(k)) != config.get(k))
         if "torch_threads" in diff and "torch_threads" in old:
             raise EditkitError(
                 f"cannot resume {out}: it ran with {old.get('torch_threads')} torch threads, now "
@@ -401,10 +406,13 @@ def _run_checkpoints(model, tok, mine, config: EvalConfig, cfg: dict, out: Path,
     opts = config.options
     mine = list(mine[: points[-1]])
 
+    def measured(e: int) -> bool:  # capability is measured after edit count e
+        return probe is not None and (e % config.capability_every == 0 or e in points)
+
     def missing(k: int) -> bool:  # work left at edit count k or later
         late = [c for c in points if c >= k]
-        return any((c, r.case_id) not in done for c in late for r in mine[:c]) or (
-            probe is not None and any(e not in stepped for e in range(k, points[-1] + 1, config.batch_size))
+        return any((c, r.case_id) not in done for c in late for r in mine[:c]) or any(
+            measured(e) and e not in stepped for e in range(k, points[-1] + 1, config.batch_size)
         )
 
     applied: list[Applied] = []
@@ -419,7 +427,7 @@ def _run_checkpoints(model, tok, mine, config: EvalConfig, cfg: dict, out: Path,
                 pres.update({r.case_id: suites.pre_edit(model, tok, r, opts) for r in chunk})
                 applied.append(editor(model, tok, [r.request() for r in chunk]))
                 edits += len(chunk)
-                if probe is not None and edits not in stepped:
+                if measured(edits) and edits not in stepped:
                     step = {"edits": edits, **_measure(probe, model, tok, base)}
                     append_case(steps_log, step)
                     steps.append(step)
