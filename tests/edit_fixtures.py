@@ -56,10 +56,28 @@ TINY_VALUES = dict(
 )
 
 
+#: ... and by method, where a field means something else there (UltraEdit's lr scales its pseudo values).
+TINY_METHOD_VALUES = {"ultraedit": {"lr": 0.1}}
+
+#: Requests edited together with TINY_REQUEST by methods that normalise over their batch (UltraEdit: a request
+#: alone is its own mean, so it normalises to zero); with these 7, UltraEdit flips TINY_REQUEST on every family.
+TINY_COMPANIONS = {
+    "ultraedit": [
+        ("we saw {}", "Ann Lee", "harp"),
+        ("I saw {}", "the cat", "piano"),
+        ("we met {}", "the mat", "violin"),
+        ("I looked at {}", "the river", "city"),
+        ("we looked at {}", "the city", "river"),
+        ("I saw {}", "a cat", "harp"),
+        ("we saw {}", "a mat", "piano"),
+    ]
+}
+
+
 def tiny_hparams(method: str, corpus: str):
     """`method`'s hyper-parameters for the tiny random models, statistics from `corpus`."""
     defaults = dataclasses.asdict(build(method, {}))
-    values = {**TINY_VALUES, "mom2_corpus": corpus}
+    values = {**TINY_VALUES, **TINY_METHOD_VALUES.get(method, {}), "mom2_corpus": corpus}
     return build(method, {k: v for k, v in values.items() if k in defaults and defaults[k] is not None})
 
 

@@ -6,7 +6,8 @@ Family checks: the adapter's paths resolve, weights come out `[out, in]`, `Adapt
 gain are the model's own, every hooked module is read and patched exactly, the `fast` causal trace equals the
 `naive` loop, the cached v* optimisation equals the reference path, and the model loads from disk through the
 CLI. Method checks: the shipped hparams files load, and the method flips a fact on the tiny model and reverts
-bit for bit (apply after revert gives the edited weights back, bit for bit too)."""
+bit for bit (apply after revert gives the edited weights back, bit for bit too); a method that normalises over
+its batch (UltraEdit) edits the fact among TINY_COMPANIONS."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from editkit.models import BLOCK_KINDS, adapter_for, get_module, next_token_prob
 from editkit.models.families import FAMILIES
 from editkit.requests import EditRequest
 from tests.conftest import tiny_model
-from tests.edit_fixtures import TINY_REQUEST, tiny_corpus, tiny_hparams, word_tokenizer
+from tests.edit_fixtures import TINY_COMPANIONS, TINY_REQUEST, tiny_corpus, tiny_hparams, word_tokenizer
 
 IDS = torch.tensor([[5, 17, 42, 9, 77, 3], [1, 2, 3, 4, 5, 6]])
 
@@ -227,12 +228,13 @@ def check_flips_and_reverts_bit_for_bit(method: str, family: str, ctx) -> None:
     top = next_token_probs(model, tok, [TINY_REQUEST["prompt"].format(TINY_REQUEST["subject"])])[0].argmax()
     target = next(w for w in ("Paris", "London") if tok.convert_tokens_to_ids(w) != top)  # not predicted yet
     request = EditRequest(**{**TINY_REQUEST, "target_new": target})
+    companions = [EditRequest(*c) for c in TINY_COMPANIONS.get(method, [])]
     new = tok.convert_tokens_to_ids(target)
     original = _state(model)
     stats = (
         Stats(model, tok, adapter, ctx.corpus, 3000, cache_dir=ctx.root / "stats") if needs_stats(method, hp) else None
     )
-    result = edit(model, tok, adapter, [request], method, hp, stats)
+    result = edit(model, tok, adapter, [request, *companions], method, hp, stats)
     assert result.method == method
     assert next_token_probs(model, tok, [request.text])[0].argmax() == new
     edited = _state(model)

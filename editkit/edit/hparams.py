@@ -71,6 +71,12 @@ class TargetHParams(StatsHParams):
     v_plateau_tol: float = bounded(0.02, ge=0, le=1)
     #: (length in tokens, count) of the generated context prefixes, each >= 1; the bare prompt is always added.
     context_templates: list[list[int]] = bounded([[5, 10], [10, 10]], ge=1)
+    #: PRUNE (Ma et al. 2025), off when None: singular values σ of the accumulated edit ΔW (over the whole edit
+    #: sequence) at or above σ_max of the original W become σ_max + log_prune(σ/σ_max); the value is the log base
+    prune: float | None = bounded(None, gt=1)
+    #: RECT (Gu et al. 2024), off when None: each update keeps only this fraction of its elements, those with the
+    #: largest relative change |ΔW|/|W|; the rest are zeroed
+    rect: float | None = bounded(None, gt=0, le=1)
 
 
 #: Hub ids and directory names -> the shipped file's model key.

@@ -22,12 +22,15 @@ from editkit.models.adapters import get_module, weight_out_in
 from editkit.requests import EditRequest
 
 META, TENSORS = "edit.json", "deltas.safetensors"
+#: The tensors a Delta may carry (each saved as delta.<i>.<field>).
+TENSOR_FIELDS = ("u", "v", "dense", "keys", "values", "state")
 
 
 @dataclass
 class Delta:
     """One update of one `mlp_out` module's `[out, in]` weight: `v uᵀ` (rank one) or `dense`, plus the keys
-    it wrote and the values v* they should now produce (for checks and for AlphaEdit's preserved keys)."""
+    it wrote and the values v* they should now produce (for checks and for AlphaEdit's preserved keys), and any
+    running state a lifelong method carries along the edit chain (UltraEdit's normalisation statistics)."""
 
     module: str
     u: torch.Tensor | None = None
@@ -35,6 +38,7 @@ class Delta:
     dense: torch.Tensor | None = None
     keys: torch.Tensor | None = None
     values: torch.Tensor | None = None
+    state: torch.Tensor | None = None
 
     def matrix(self) -> torch.Tensor:
         """ΔW as a float32 `[out, in]` matrix; the outer product rounds each element once, the same everywhere."""
@@ -77,9 +81,10 @@ class EditResult:
     def push(self, model, delta: Delta) -> None:
         """Write `delta` into `model` and record it (keeping the module's original weight on first touch);
         a delta with a NaN or infinite ΔW, key k or value v* is refused before anything is written."""
-        bad = [k for k in ("u", "v", "dense", "keys", "values") if not _finite(getattr(delta, k))]
+        bad = [k for k in TENSOR_FIELDS if not _finite(getattr(delta, k))]
         if bad:
-            what = {"u": "ΔW", "v": "ΔW", "dense": "ΔW", "keys": "key k", "values": "target value v*"}[bad[0]]
+            names = {"u": "ΔW", "v": "ΔW", "dense": "ΔW", "keys": "key k", "values": "target value v*"}
+            what = names.get(bad[0], bad[0])
             raise EditkitError(
                 f"{self.method} computed a non-finite {what} (NaN or Inf) for {delta.module}; no edit was applied. "
                 "Check the model's weights and the hyper-parameters (e.g. a lower v_lr or lr)"
@@ -134,7 +139,7 @@ class EditResult:
         tensors = {f"original.{m}": w.contiguous() for m, w in self.original.items()}
         meta = []
         for i, d in enumerate(self.deltas):
-            parts = {k: getattr(d, k) for k in ("u", "v", "dense", "keys", "values") if getattr(d, k) is not None}
+            parts = {k: getattr(d, k) for k in TENSOR_FIELDS if getattr(d, k) is not None}
             tensors.update({f"delta.{i}.{k}": t.detach().cpu().contiguous() for k, t in parts.items()})
             meta.append({"module": d.module, "rank_one": d.dense is None, "tensors": sorted(parts)})
         info = {

@@ -161,12 +161,13 @@ class Stats:
         return self._eig[layer]
 
     def solve(self, layer: int, k: torch.Tensor, rtol: float = 1e-10) -> torch.Tensor:
-        """C⁻¹k in float64; directions C does not span (eigenvalue below rtol·max, e.g. units that never
-        fire on the corpus) are dropped instead of amplified by 1/0."""
+        """C⁻¹k in float64 for a key `[in]` or keys as columns `[in, n]`; directions C does not span (eigenvalue
+        below rtol·max, e.g. units that never fire on the corpus) are dropped instead of amplified by 1/0."""
         eigvals, U = self.eig(layer)
         U, eigvals = U.to(k.device), eigvals.to(k.device)
         keep = eigvals > rtol * eigvals[-1]
-        return U[:, keep] @ ((U[:, keep].T @ k.double()) / eigvals[keep])
+        scale = eigvals[keep].view(-1, *[1] * (k.dim() - 1))
+        return U[:, keep] @ ((U[:, keep].T @ k.double()) / scale)
 
     def projector(self, layer: int, threshold: float) -> torch.Tensor:
         """AlphaEdit's P = U Uᵀ over the eigenvectors of C with eigenvalue < threshold (float64, memoised)."""

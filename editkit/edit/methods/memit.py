@@ -15,6 +15,7 @@ import torch
 from editkit.edit.common import context_prefixes, group_weights, io_at_subject, mean_keys
 from editkit.edit.hparams import TargetHParams, bounded
 from editkit.edit.registry import Method, register
+from editkit.edit.regularise import regularise
 from editkit.edit.result import Delta, EditResult
 from editkit.edit.target import optimise_targets
 from editkit.requests import EditRequest
@@ -46,7 +47,8 @@ def targets(model, tokenizer, adapter, requests: list[EditRequest], hp, prefixes
 
 
 def spread(model, tokenizer, adapter, requests: list[EditRequest], hp, result: EditResult, solve: Solve) -> EditResult:
-    """Write the requests into every layer of `hp.layers`, lowest first, each layer solving for its share."""
+    """Write the requests into every layer of `hp.layers`, lowest first, each layer solving for its share (the
+    `rect` / `prune` regularisers applied to each layer's ΔW before it is written)."""
     prefixes = context_prefixes(model, tokenizer, hp.context_templates, hp.seed)
     weights = group_weights(hp.context_templates)
     z = targets(model, tokenizer, adapter, requests, hp, prefixes).double()
@@ -54,11 +56,14 @@ def spread(model, tokenizer, adapter, requests: list[EditRequest], hp, result: E
     z_module = adapter.name("block", layers[-1])
     texts, subjects = [r.text for r in requests], [r.subject for r in requests]
     for i, layer in enumerate(layers):
-        K = mean_keys(model, tokenizer, adapter, layer, requests, prefixes, weights)[0].double().T
+        k, out = mean_keys(model, tokenizer, adapter, layer, requests, prefixes, weights)
+        K = k.double().T
         now = io_at_subject(model, tokenizer, z_module, texts, subjects)[1].double()
-        R = (z - now).T / (len(layers) - i)
-        dW = solve(layer, K, R.to(K.device))
-        result.push(model, Delta(adapter.name("mlp_out", layer), dense=dW.float(), keys=K.T.float()))
+        R = (z - now).T.to(K.device) / (len(layers) - i)
+        dW = solve(layer, K, R)
+        target = out.double() + R.T  # what this layer's share asks mlp_out to produce at each key
+        delta = Delta(adapter.name("mlp_out", layer), dense=dW.float(), keys=K.T.float(), values=target.float())
+        result.push(model, regularise(model, result, delta, hp))
     result.requests.extend(requests)
     return result.seal(model)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from editkit.edit.common import context_prefixes, mean_keys
 from editkit.edit.hparams import TargetHParams
 from editkit.edit.registry import Method, register
+from editkit.edit.regularise import regularise
 from editkit.edit.result import Delta, EditResult
 from editkit.edit.target import optimise_targets
 from editkit.requests import EditRequest
@@ -32,11 +33,13 @@ class ROMEHParams(TargetHParams):
 def apply_rome(
     model, tokenizer, adapter, requests: list[EditRequest], hp: ROMEHParams, stats, result: EditResult
 ) -> EditResult:
-    """Edit each request in turn (each on the model the previous one left), one rank-one update each."""
+    """Edit each request in turn (each on the model the previous one left), one rank-one update each (dense
+    when the `rect` / `prune` regularisers are on)."""
     prefixes = context_prefixes(model, tokenizer, hp.context_templates, hp.seed)
     layer = adapter.layer(hp.layers[0])
     for request in requests:
-        result.push(model, rome_delta(model, tokenizer, adapter, request, hp, stats, layer, prefixes))
+        delta = rome_delta(model, tokenizer, adapter, request, hp, stats, layer, prefixes)
+        result.push(model, regularise(model, result, delta, hp))
         result.requests.append(request)
     return result.seal(model)
 
