@@ -68,6 +68,17 @@ def test_attribution_top_features_are_verified_by_ablation(toy, sae, fact_prompt
     assert alt.metric == pytest.approx((logits[first[0]] - logits[first[1]]).item(), rel=1e-4)
 
 
+def test_attribution_leaves_out_special_tokens_the_sae_never_saw(toy, sae, fact_prompt):
+    """With a BOS prepended, position 0 is never a pick: its activations are not in the SAE's training data."""
+    model, tok, adapter = toy
+    prompt, _, obj, _ = fact_prompt
+    with_bos = attribute_features(model, tok, adapter, sae, tok.bos_token + prompt, obj, top=200)
+    assert with_bos.tokens[0] == tok.bos_token and with_bos.features
+    assert all(s.position > 0 for s in with_bos.features)
+    everywhere = sae.encode(_hook_acts(model, tok, resolve_hook(adapter, sae.cfg.hook_name), tok.bos_token + prompt))
+    assert (everywhere[0] > 0).any()  # the SAE does fire at the BOS: leaving it out is the point
+
+
 def test_steering_with_zero_is_a_no_op_and_large_steering_changes_text(toy, sae, fact_prompt):
     model, tok, adapter = toy
     prompt = fact_prompt[0]

@@ -18,6 +18,7 @@ import torch
 from editkit.errors import EditkitError
 from editkit.features.hookpoints import hook_value, resolve_hook, trace_hook
 from editkit.features.sae import SAE
+from editkit.features.store import keep_mask
 from editkit.tokens import encode, subject_span, target_ids
 
 
@@ -122,7 +123,8 @@ def attribute_features(
     if a_id == t_id:
         raise EditkitError(f"--target {target!r} and --target-alt {target_alt!r} start with the same token")
     f, grad, m = _feature_grads(model, hook, sae, ids, t_id, a_id)
-    scores = f * grad
+    trained = keep_mask(ids.cpu(), torch.ones_like(ids.cpu()), tokenizer, skip_bos=True)[0].to(device)
+    scores = f * grad * trained.unsqueeze(-1)  # special tokens (a BOS: never in the SAE's training data) score 0
     flat = scores.abs().flatten().topk(min(top, scores.numel()))
     picks = [divmod(i, sae.cfg.d_sae) for i in flat.indices.tolist()]
     tokens = [tokenizer.decode([i]) for i in ids[0].tolist()]
@@ -138,7 +140,7 @@ def attribute_features(
         features=[
             FeatureScore(feat, pos, tokens[pos], f[pos, feat].item(), scores[pos, feat].item())
             for pos, feat in picks
-            if f[pos, feat] > 0
+            if f[pos, feat] > 0 and trained[pos]
         ],
     )
     verify(model, tokenizer, hook, sae, ids, result, t_id, a_id)
