@@ -8,6 +8,9 @@
 Modules that return tuples (transformer blocks) are reduced to their first element, the hidden state:
 recorded values and the tensors passed to `edit_*` are that tensor, and the tuple is rebuilt around
 the replacement. Hooks are removed on exit, even when the forward pass raises.
+
+A Trace made without `with` stays attached until `close()`: that is how an edit that lives beside the
+weights (GRACE's codebook, WISE's side memory) reads each module call, with `edit_io(input, output, name)`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from torch import nn
 from editkit.models.adapters import get_module
 
 EditFn = Callable[[torch.Tensor, str], torch.Tensor]
+#: (module input, module output, module name) -> the output the model should use instead
+EditIOFn = Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]
 
 
 class StopForward(Exception):
@@ -52,6 +57,7 @@ class Trace(dict):
     `detach=False`, cloned when `clone=True` so later in-place ops cannot change it).
     retain_args: keep the whole call (`args`, `kwargs`, as passed), e.g. to re-run a block by hand.
     edit_output(out, name) / edit_input(inp, name): return the tensor the model should use instead.
+    edit_io(inp, out, name): the output to use instead, computed from the module's input and output.
     stop: end the forward pass after the last named module has run (saves the rest of the model).
     """
 
@@ -64,6 +70,7 @@ class Trace(dict):
         retain_args: bool = False,
         edit_output: EditFn | None = None,
         edit_input: EditFn | None = None,
+        edit_io: EditIOFn | None = None,
         detach: bool = True,
         clone: bool = False,
         stop: bool = False,
@@ -82,8 +89,9 @@ class Trace(dict):
 
         for name, module in modules.items():
             record = self[name] = Record()
+            seen: list[torch.Tensor] = []  # this call's input, for edit_io
 
-            def pre_hook(mod, args, kwargs, name=name, record=record):
+            def pre_hook(mod, args, kwargs, name=name, record=record, seen=seen):
                 if args:
                     x = args[0]
                 else:  # called with keywords only (e.g. hidden_states=...)
@@ -93,24 +101,30 @@ class Trace(dict):
                     record.input = keep(x)
                 if retain_args:
                     record.args, record.kwargs = args, dict(kwargs)
+                if edit_io is not None:
+                    seen[:] = [x]
                 if edit_input is None:
                     return None
                 new = edit_input(x, name)
+                if edit_io is not None:
+                    seen[:] = [new]
                 if args:
                     return (new, *args[1:]), kwargs
                 return args, {**kwargs, key: new}
 
-            def post_hook(mod, args, output, name=name, record=record):
+            def post_hook(mod, args, output, name=name, record=record, seen=seen):
                 main = _main(output)
                 if retain_output:
                     record.output = keep(main)
                 if edit_output is not None:
                     output = _replace_main(output, edit_output(main, name))
+                if edit_io is not None:
+                    output = _replace_main(output, edit_io(seen.pop(), _main(output), name))
                 if name == self._last:
                     raise StopForward
                 return output
 
-            if retain_input or retain_args or edit_input is not None:
+            if retain_input or retain_args or edit_input is not None or edit_io is not None:
                 self._handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
             self._handles.append(module.register_forward_hook(post_hook))
 

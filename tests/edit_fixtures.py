@@ -53,11 +53,16 @@ TINY_VALUES = dict(
     mom2_update_weight=1.0,
     nullspace_threshold=1e-2,
     L2=1e-3,
+    k=0,  # IKE: no demonstration pool for the word-level tokenizer; the context is the new fact
 )
 
 
-#: ... and by method, where a field means something else there (UltraEdit's lr scales its pseudo values).
-TINY_METHOD_VALUES = {"ultraedit": {"lr": 0.1}}
+#: ... and by method, where a field means something else there (UltraEdit's lr scales its pseudo values) or the
+#: tiny scale needs other values: WISE steps its side memory by plain SGD, and the tiny models' MLP inputs (norm
+#: ~0.01) need far more than EasyEdit's edit_lr 1.0 to flip in 70 steps; its routing margins (absolute
+#: activation norms, EasyEdit's [5, 20, 10] for 7B models) scaled down likewise, else the edit-side margin
+#: keeps growing the side memory until a soft-capped model (Gemma 2) saturates.
+TINY_METHOD_VALUES = {"ultraedit": {"lr": 0.1}, "wise": {"edit_lr": 100.0, "act_margin": [0.05, 0.2, 0.1]}}
 
 #: Requests edited together with TINY_REQUEST by methods that normalise over their batch (UltraEdit: a request
 #: alone is its own mean, so it normalises to zero); with these 7, UltraEdit flips TINY_REQUEST on every family.
@@ -75,9 +80,15 @@ TINY_COMPANIONS = {
 
 
 def tiny_hparams(method: str, corpus: str):
-    """`method`'s hyper-parameters for the tiny random models, statistics from `corpus`."""
+    """`method`'s hyper-parameters for the tiny random models, statistics from `corpus`; a side-memory
+    method (GRACE, WISE) reads one layer, the last, with its own norm_constraint."""
+    from editkit.edit import METHODS
+
     defaults = dataclasses.asdict(build(method, {}))
     values = {**TINY_VALUES, **TINY_METHOD_VALUES.get(method, {}), "mom2_corpus": corpus}
+    if METHODS[method].changes == "memory":  # their own norm_constraint (WISE: ±1 per entry) is kept
+        values["layers"] = [1]
+        del values["norm_constraint"]
     return build(method, {k: v for k, v in values.items() if k in defaults and defaults[k] is not None})
 
 

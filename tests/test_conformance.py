@@ -222,8 +222,13 @@ def check_shipped_hparams_load(method: str, ctx) -> None:
 
 
 def check_flips_and_reverts_bit_for_bit(method: str, family: str, ctx) -> None:
+    """The edit flips the fact; revert gives the original model back bit for bit, apply the edited one. A
+    weight method changes weights; a side-memory method (GRACE, WISE) leaves every weight as it was, and its
+    edited and reverted outputs are compared bit for bit instead; a context method (IKE) changes no weights
+    and carries the new fact in its context (its effect is checked on the toy model, below)."""
     model = tiny_model(family)
     adapter, tok = adapter_for(model), ctx.tok
+    changes = METHODS[method].changes
     hp = tiny_hparams(method, ctx.corpus)
     top = next_token_probs(model, tok, [TINY_REQUEST["prompt"].format(TINY_REQUEST["subject"])])[0].argmax()
     target = next(w for w in ("Paris", "London") if tok.convert_tokens_to_ids(w) != top)  # not predicted yet
@@ -231,22 +236,35 @@ def check_flips_and_reverts_bit_for_bit(method: str, family: str, ctx) -> None:
     companions = [EditRequest(*c) for c in TINY_COMPANIONS.get(method, [])]
     new = tok.convert_tokens_to_ids(target)
     original = _state(model)
+    probe = tok([request.text], return_tensors="pt")["input_ids"]  # a side memory acts on the edited prompt
+    clean = model(probe).logits
     stats = (
         Stats(model, tok, adapter, ctx.corpus, 3000, cache_dir=ctx.root / "stats") if needs_stats(method, hp) else None
     )
     result = edit(model, tok, adapter, [request, *companions], method, hp, stats)
     assert result.method == method
-    assert next_token_probs(model, tok, [request.text])[0].argmax() == new
-    edited = _state(model)
-    assert any(not torch.equal(edited[k], original[k]) for k in original)
+    if changes == "context":
+        assert result.context.endswith(f"New Fact: {request.text} {target}\nPrompt: ") and _hook_count(model) == 0
+    else:
+        assert next_token_probs(model, tok, [request.text])[0].argmax() == new
+    edited, edited_logits = _state(model), model(probe).logits
+    if changes == "weights":
+        assert any(not torch.equal(edited[k], original[k]) for k in original)
+    else:  # nothing is written into the base weights
+        assert all(torch.equal(edited[k], original[k]) for k in original)
+    assert (changes == "context") == torch.equal(edited_logits, clean)
 
     out = ctx.root / f"edit-{method}-{family}"
     result.save(out)
     loaded = EditResult.load(out)
+    assert loaded.context == result.context
     loaded.revert(model)
     assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items())
+    assert torch.equal(model(probe).logits, clean) and _hook_count(model) == 0
     loaded.apply(model)
     assert all(torch.equal(v, edited[k]) for k, v in model.state_dict().items())
+    assert torch.equal(model(probe).logits, edited_logits)
+    loaded.revert(model)
 
 
 METHOD_CHECKS = [check_shipped_hparams_load]
@@ -261,3 +279,23 @@ def test_method(subject, check, ctx):
 @parametrize_with_checks([(m, f) for m in METHODS for f in FAMILIES], METHOD_FAMILY_CHECKS)
 def test_method_on_family(subject, check, ctx):
     check(*subject, ctx)
+
+
+@pytest.mark.parametrize("method", [m for m, spec in METHODS.items() if spec.changes == "context"])
+def test_context_method_moves_the_toy_model(method, toy):
+    """A context method cannot flip a random model's facts: on the toy model, with its shipped hparams, the
+    context raises the new object's probability on most of the first 10 toy records (ES is in
+    experiments/README.md)."""
+    from editkit.evaluate.datasets import load_dataset
+    from editkit.toy import toy_path
+
+    model, tok, adapter = toy
+    hp = load_hparams(method, "toy")
+    gains = []
+    for record in load_dataset("toy", toy_path("toy", "counterfact"), 10):
+        request = record.request()
+        result = edit(model, tok, adapter, [request], method, hp, None)
+        new = tok(" " + request.target_new)["input_ids"][0]
+        bare, within = next_token_probs(model, tok, [request.text, result.context + request.text])[:, new]
+        gains.append(float(within / bare))
+    assert sum(g > 1 for g in gains) >= 7, gains

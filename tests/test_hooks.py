@@ -45,3 +45,30 @@ def test_stop_skips_the_rest_of_the_model():
         assert seen == [a.name("mlp", 1)]  # without stop it does
     assert tr[a.name("block", 0)].output.shape == (2, 6, 32)
     assert _hook_count(model) == 0
+
+
+@torch.no_grad()
+def test_edit_io_sees_the_input_and_a_trace_without_with_stays_until_closed():
+    """edit_io(input, output) replaces the output (here with input @ Wᵀ doubled, the bias left out); a Trace
+    made without `with` keeps doing so across calls until `close()`."""
+    model = tiny_model("llama")
+    a = adapter_for(model)
+    name = a.name("mlp_out", 0)
+    module = a.module(model, name)
+    ids = torch.arange(6).view(1, -1)
+    clean = model(ids).logits
+    seen = []
+
+    def double(x, out, n):
+        seen.append(x)
+        return 2 * (x @ module.weight.T)
+
+    patch = Trace(model, name, retain_output=False, edit_io=double)
+    first, second = model(ids).logits, model(ids).logits
+    assert len(seen) == 2 and seen[0].shape == (1, 6, 64)
+    assert torch.equal(first, second) and not torch.allclose(first, clean)
+    with Trace(model, name) as tr:  # what the module now returns is the patched output
+        model(ids)
+    torch.testing.assert_close(tr[name].output, 2 * (seen[-1] @ module.weight.T))
+    patch.close()
+    assert torch.equal(model(ids).logits, clean)

@@ -81,6 +81,8 @@ def edit(
     for key, what in (("edit_dir", "edit"), ("checkpoint", "checkpoint")):
         if data[key]:
             console.print(f"wrote {what} to {data[key]}")
+    if data["note"]:
+        console.print(data["note"])
 
 
 @app.command()
@@ -120,6 +122,8 @@ def apply_cmd(
     if json_out:
         return print_json(data)
     console.print(f"applied {edit_dir} to {model} ({', '.join(data['modules'])}); wrote {save_checkpoint}")
+    if data["note"]:
+        console.print(data["note"])
 
 
 @app.command()

@@ -1,6 +1,8 @@
 """Edited checkpoints: `save_pretrained` (safetensors) + tokenizer + provenance.json + the edit itself
 (`editkit_edit/`, for `revert`), all written to one temporary directory and renamed into place at once,
-loadable with plain transformers."""
+loadable with plain transformers. An edit kept beside the weights (a side memory, a prompt context) cannot
+be loaded by plain transformers: its checkpoint holds the base weights, `editkit_edit/` holds the memory
+(safetensors), `load_checkpoint` restores the edited model, and `plain_note` says so in one line."""
 
 from __future__ import annotations
 
@@ -33,6 +35,9 @@ def save_checkpoint(model, tokenizer, path: str | Path, result=None, source: str
             "fingerprint": result.fingerprint,
             "edited_fingerprint": result.edited_fingerprint,
         }
+        note = plain_note(result)
+        if note:
+            info["edit"]["note"] = note
     with atomic_directory(path, replace_if=PROVENANCE) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -48,3 +53,35 @@ def read_provenance(path: str | Path) -> dict:
     if not file.exists():
         raise EditkitError(f"{path} has no {PROVENANCE}; pass a directory written by --save-checkpoint")
     return read_json(file, "checkpoint provenance", f"{path} is damaged; write the checkpoint again")
+
+
+def plain_note(result) -> str | None:
+    """One line saying why plain transformers cannot load `result`'s edit, or None when it can."""
+    if result.memories:
+        sites = ", ".join(m.module for m in result.memories)
+        return (
+            f"{result.method} keeps its edit in a side memory at {sites}, which plain transformers cannot load: "
+            f"from_pretrained gives the unedited model; editkit.edit.checkpoint.load_checkpoint attaches the "
+            f"memory from {CHECKPOINT_EDIT}/ (safetensors)"
+        )
+    if result.context:
+        return (
+            f"{result.method} edits no weights: the checkpoint is the unedited model; prepend the context in "
+            f"{CHECKPOINT_EDIT}/edit.json to every prompt"
+        )
+    return None
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu"):
+    """An editkit checkpoint as the edited model: (model, tokenizer, adapter) with the edit's side memories
+    attached, and the edit it carries (None for an unedited checkpoint)."""
+    from editkit.edit.result import EditResult
+    from editkit.models import load_model
+
+    read_provenance(path)
+    bundle = load_model(str(path), device=device)
+    edit_dir = Path(path) / CHECKPOINT_EDIT
+    result = EditResult.load(edit_dir) if edit_dir.exists() else None
+    if result is not None:
+        result.attach(bundle.model)
+    return bundle, result

@@ -27,6 +27,9 @@ class Method:
     hparams: type
     summary: str
     presets: dict = field(default_factory=dict)
+    #: what an edit changes: "weights" (deltas written into the model), "memory" (a side memory read beside
+    #: the unchanged weights) or "context" (a prompt context the evaluation prepends; no weights)
+    changes: str = "weights"
 
     def variant(self, name: str, summary: str, **presets) -> Method:
         """This method under another name with `presets` on top of its own."""
@@ -64,6 +67,12 @@ def get(name: str) -> Method:
 def describe() -> list[dict]:
     """Each method's name, summary and hparams class, for `editkit methods`."""
     return [
-        {"name": m.name, "summary": m.summary, "hparams": m.hparams.__name__, "presets": m.presets}
+        {
+            "name": m.name,
+            "summary": m.summary,
+            "hparams": m.hparams.__name__,
+            "presets": m.presets,
+            "changes": m.changes,
+        }
         for m in METHODS.values()
     ]

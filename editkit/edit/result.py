@@ -3,6 +3,10 @@
 Deltas are kept as the ordered list of updates the method wrote (rank-one factors `ΔW = v uᵀ` where the
 update is rank one), and the original bytes of every touched weight: float subtraction is not exact, so a
 revert copies the originals back instead of subtracting.
+
+Methods whose edit is not a weight delta keep it beside the model instead: side memories (GRACE, WISE;
+`editkit.edit.memory`), attached on apply and detached on revert, and a prompt context (IKE) that the
+evaluation prepends to every prompt it scores. The fingerprints then cover the attached memories too.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from pathlib import Path
 import torch
 
 from editkit import tensors
+from editkit.edit import memory as side
+from editkit.edit.memory import Memory
 from editkit.errors import EditkitError
 from editkit.io import atomic_directory
 from editkit.models.adapters import get_module, weight_out_in
@@ -49,10 +55,6 @@ def weight(model, module: str) -> torch.Tensor:
     return weight_out_in(get_module(model, module))
 
 
-def weights_fingerprint(model, modules: list[str]) -> str:
-    return tensors.fingerprint([(m, weight(model, m)) for m in modules])
-
-
 @torch.no_grad()
 def write(model, delta: Delta) -> None:
     """W ← W + ΔW, added in (at least) float32 and rounded to the weight's dtype: the one way deltas are written."""
@@ -63,7 +65,8 @@ def write(model, delta: Delta) -> None:
 
 @dataclass
 class EditResult:
-    """Touched modules, their deltas in order, the original weights and fingerprints before and after."""
+    """Touched modules, their deltas in order, the original weights and fingerprints before and after; side
+    memories read beside the weights, and a context to prepend to prompts (empty for weight edits)."""
 
     method: str
     hparams: dict
@@ -73,10 +76,17 @@ class EditResult:
     fingerprint: str = ""
     edited_fingerprint: str = ""
     model: str = ""
+    memories: list[Memory] = field(default_factory=list)
+    context: str = ""
 
     @property
     def modules(self) -> list[str]:
         return list(self.original)
+
+    @property
+    def sites(self) -> list[str]:
+        """Every module the edit writes (weights) or reads beside (side memories)."""
+        return list(dict.fromkeys([*self.modules, *(m.module for m in self.memories)]))
 
     def push(self, model, delta: Delta) -> None:
         """Write `delta` into `model` and record it (keeping the module's original weight on first touch);
@@ -94,11 +104,31 @@ class EditResult:
         write(model, delta)
         self.deltas.append(delta)
 
+    def add_memory(self, model, memory: Memory) -> None:
+        """Attach a new side memory to `model` and record it."""
+        side.attach(model, memory)
+        self.memories.append(memory)
+
     def seal(self, model) -> EditResult:
-        """Compute the fingerprints once all deltas are written."""
+        """Compute the fingerprints once all deltas are written and memories attached."""
         self.fingerprint = tensors.fingerprint(self.original.items())
-        self.edited_fingerprint = weights_fingerprint(model, self.modules)
+        self.edited_fingerprint = self._state(model)
         return self
+
+    def rollback(self, model) -> None:
+        """Undo the last request bit for bit, for side memories that journal their edits (GRACE)."""
+        undo = [side.UNDO.get(m.kind) for m in self.memories]
+        if not self.memories or self.deltas or None in undo or not self.requests:
+            raise EditkitError(f"{self.method} edits cannot be rolled back one by one; revert the whole edit")
+        self._expect(model, self.edited_fingerprint, "a model carrying this edit (its state differs)")
+        for m, fn in zip(self.memories, undo, strict=True):
+            fn(m)
+        self.requests.pop()
+        if not self.requests:  # every request taken back: the model as it was, no memory attached
+            for m in self.memories:
+                side.detach(model, m.module)
+            self.memories.clear()
+        self.edited_fingerprint = self._state(model)
 
     # --- apply / revert ---------------------------------------------------------------------------------
 
@@ -107,7 +137,14 @@ class EditResult:
         self._expect(model, self.fingerprint, "the model this edit was made on (its original weights differ)")
         for d in self.deltas:
             write(model, d)
-        self._expect(model, self.edited_fingerprint, "the edited weights (applying reproduced different bytes)")
+        self.attach(model)
+
+    def attach(self, model) -> None:
+        """Attach this edit's side memories to `model`, whose weights already carry its deltas (an edited
+        checkpoint); refuses a model that then differs from the edited one."""
+        for m in self.memories:
+            side.attach(model, m)
+        self._expect(model, self.edited_fingerprint, "the edited model (applying reproduced different bytes)")
 
     @torch.no_grad()
     def revert(self, model) -> None:
@@ -115,12 +152,19 @@ class EditResult:
         self._expect(model, self.edited_fingerprint, "a model carrying this edit (its weights differ)")
         for m, w in self.original.items():
             weight(model, m).copy_(w)
+        for m in self.memories:
+            side.detach(model, m.module)
+
+    def _state(self, model) -> str:
+        """Fingerprint of what this edit changes on `model`: its touched weights and the memories attached."""
+        items = [(m, weight(model, m)) for m in self.modules]
+        return tensors.fingerprint(items + side.attached_items(model, [m.module for m in self.memories]))
 
     def _expect(self, model, fp: str, what: str) -> None:
-        got = weights_fingerprint(model, self.modules)
+        got = self._state(model)
         if got != fp:
             raise EditkitError(
-                f"fingerprint mismatch on {', '.join(self.modules)}: the model is not {what}; "
+                f"fingerprint mismatch on {', '.join(self.sites) or 'the model'}: the model is not {what}; "
                 f"expected {fp[:12]}, got {got[:12]}"
             )
 
@@ -142,6 +186,10 @@ class EditResult:
             parts = {k: getattr(d, k) for k in TENSOR_FIELDS if getattr(d, k) is not None}
             tensors.update({f"delta.{i}.{k}": t.detach().cpu().contiguous() for k, t in parts.items()})
             meta.append({"module": d.module, "rank_one": d.dense is None, "tensors": sorted(parts)})
+        memories = []
+        for i, m in enumerate(self.memories):
+            tensors.update({f"memory.{i}.{k}": t.detach().cpu().contiguous() for k, t in m.tensors.items()})
+            memories.append({"module": m.module, "kind": m.kind, "meta": m.meta, "tensors": sorted(m.tensors)})
         info = {
             "format": "editkit-edit/1",
             "method": self.method,
@@ -154,6 +202,10 @@ class EditResult:
             "edited_fingerprint": self.edited_fingerprint,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if memories:
+            info["memories"] = memories
+        if self.context:
+            info["context"] = self.context
         directory.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(directory / TENSORS))
         (directory / META).write_text(json.dumps(info, indent=2) + "\n")
@@ -182,6 +234,11 @@ class EditResult:
             fingerprint=info["fingerprint"],
             edited_fingerprint=info["edited_fingerprint"],
             model=info.get("model", ""),
+            memories=[
+                Memory(m["module"], m["kind"], {k: tensors[f"memory.{i}.{k}"] for k in m["tensors"]}, m["meta"])
+                for i, m in enumerate(info.get("memories", []))
+            ],
+            context=info.get("context", ""),
         )
 
 

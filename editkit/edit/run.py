@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from editkit.edit import EditResult, Stats, edit, load_hparams, needs_stats
-from editkit.edit.checkpoint import CHECKPOINT_EDIT, read_provenance, save_checkpoint
+from editkit.edit.checkpoint import load_checkpoint, plain_note, read_provenance, save_checkpoint
 from editkit.requests import EditRequest
 
 
@@ -26,12 +26,13 @@ def probe_prompts(request: EditRequest, record=None, fallback: dict[str, str] | 
     return probes
 
 
-def predictions(model, tokenizer, prompts: dict[str, str], request: EditRequest) -> list[dict]:
-    """Top-1 token per probe prompt, with the probabilities of target_new and target_true's first tokens."""
+def predictions(model, tokenizer, prompts: dict[str, str], request: EditRequest, context: str = "") -> list[dict]:
+    """Top-1 token per probe prompt (behind the edit's `context`, if any), with the probabilities of
+    target_new and target_true's first tokens."""
     from editkit.models import next_token_probs
     from editkit.tokens import target_ids
 
-    probs = next_token_probs(model, tokenizer, list(prompts.values()))
+    probs = next_token_probs(model, tokenizer, [context + p for p in prompts.values()])
     out = []
     for (kind, prompt), p in zip(prompts.items(), probs, strict=True):
         row = {"probe": kind, "prompt": prompt, "top": tokenizer.decode([int(p.argmax())]), "top_prob": p.max().item()}
@@ -96,7 +97,7 @@ def run_edit(
     before = predictions(model, tokenizer, probes, requests[0])
     result = edit(model, tokenizer, adapter, requests, method, hp, stats, mode)
     result.model = model_name
-    after = predictions(model, tokenizer, probes, requests[0])
+    after = predictions(model, tokenizer, probes, requests[0], result.context)
     if out is not None:
         result.save(out)
     if checkpoint is not None:
@@ -109,6 +110,7 @@ def run_edit(
         "after": after,
         "edit_dir": str(out) if out is not None else None,
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "note": plain_note(result) if checkpoint is not None else None,
     }
 
 
@@ -120,19 +122,26 @@ def run_apply(model_name: str, edit_dir: str | Path, checkpoint: str | Path, dev
     model, tokenizer, _ = load_model(model_name, device=device)
     result.apply(model)
     save_checkpoint(model, tokenizer, checkpoint, result, model_name)
-    return {"edit_dir": str(edit_dir), "checkpoint": str(checkpoint), "modules": result.modules}
+    return {
+        "edit_dir": str(edit_dir),
+        "checkpoint": str(checkpoint),
+        "modules": result.sites,
+        "note": plain_note(result),
+    }
 
 
 def run_revert(checkpoint: str | Path, out: str | Path, device: str = "cpu") -> dict:
-    """Restore an edited checkpoint's touched weights bit for bit and write the result to `out`."""
-    from editkit.models import load_model
+    """Restore an edited checkpoint's touched weights bit for bit (and drop its side memories) and write the
+    result to `out`."""
+    from editkit.errors import EditkitError
 
     info = read_provenance(checkpoint)
-    result = EditResult.load(Path(checkpoint) / CHECKPOINT_EDIT)
-    model, tokenizer, _ = load_model(str(checkpoint), device=device)
+    (model, tokenizer, _), result = load_checkpoint(checkpoint, device)
+    if result is None:
+        raise EditkitError(f"{checkpoint} carries no edit (no editkit_edit/); nothing to revert")
     result.revert(model)
     save_checkpoint(model, tokenizer, out, None, f"{info.get('source_model', '')} (reverted from {checkpoint})")
-    return {"checkpoint": str(checkpoint), "out": str(out), "modules": result.modules}
+    return {"checkpoint": str(checkpoint), "out": str(out), "modules": result.sites}
 
 
 def run_stats(

@@ -12,7 +12,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -34,7 +34,8 @@ PROTOCOLS = ("teacher-forced", "generation", "both")
 
 
 class Applied(Protocol):
-    """An applied edit that can be undone exactly."""
+    """An applied edit that can be undone exactly; one with a `context` (in-context editing) has every
+    prompt scored behind that text."""
 
     def revert(self, model) -> None: ...
 
@@ -296,8 +297,10 @@ def _baseline(out: Path, probe: Probe | None, model, tok) -> dict | None:
     return base
 
 
-def _score(model, tok, records: list[Record], opts: suites.ScoreOptions, pres: list, refs) -> list[dict]:
-    """Each record's case fields under the run's protocols, on the model as it is now."""
+def _score(model, tok, records: list[Record], opts: suites.ScoreOptions, pres: list, refs, edit) -> list[dict]:
+    """Each record's case fields under the run's protocols, on the model as it is now (behind the
+    `edit`'s context, if it has one)."""
+    opts = replace(opts, context=getattr(edit, "context", ""))
     parts: list[dict] = [{} for _ in records]
     if opts.teacher_forced:
         for p, (m, preds) in zip(parts, suites.evaluate_many(model, tok, records, opts, pres, refs), strict=True):
@@ -370,7 +373,7 @@ def run_eval(
                 pres = [suites.pre_edit(model, tokenizer, r, opts) for r in chunk]
                 applied.append(editor(model, tokenizer, [r.request() for r in chunk]))
                 # The whole chunk is scored even when resuming part of it: the same batches, the same numbers.
-                parts = _score(model, tokenizer, chunk, opts, pres, refs)
+                parts = _score(model, tokenizer, chunk, opts, pres, refs, applied[-1])
                 cap = _measure(probe, model, tokenizer, base) if todo and editor is not no_editor else _unchanged(base)
                 for r, part in zip(chunk, parts, strict=True):
                     if r.case_id in done:
@@ -436,7 +439,7 @@ def _run_checkpoints(model, tok, mine, config: EvalConfig, cfg: dict, out: Path,
                 scored = mine[:edits]
                 if all((edits, r.case_id) in done for r in scored):
                     continue
-                parts = _score(model, tok, scored, opts, [pres[r.case_id] for r in scored], refs)
+                parts = _score(model, tok, scored, opts, [pres[r.case_id] for r in scored], refs, applied[-1])
                 at = next((s for s in steps if s["edits"] == edits), None)
                 cap = {k: v for k, v in at.items() if k != "edits"} if at is not None else None
                 for r, part in zip(scored, parts, strict=True):

@@ -24,7 +24,8 @@ HEADLINE = {
 @dataclass(frozen=True)
 class ScoreOptions:
     """How to score: rows per forward pass; generation metrics (GE/RS) on or off, their length and seed;
-    the protocols (teacher-forced, generation or both) and the greedy answers' token limit."""
+    the protocols (teacher-forced, generation or both) and the greedy answers' token limit; `context`: text
+    put before every prompt scored (an in-context edit's demonstrations and new fact; empty otherwise)."""
 
     batch_size: int = 64
     generation: bool = True
@@ -32,6 +33,7 @@ class ScoreOptions:
     seed: int = 0
     protocol: str = "teacher-forced"
     max_new_tokens: int = 20
+    context: str = ""
 
     @property
     def teacher_forced(self) -> bool:
@@ -40,6 +42,10 @@ class ScoreOptions:
     @property
     def generate(self) -> bool:
         return self.protocol in ("generation", "both")
+
+    def prompts(self, prompts) -> list[str]:
+        """`prompts` as the model is given them: behind the context."""
+        return [self.context + p for p in prompts]
 
 
 def suite_of(kind: str) -> str:
@@ -95,7 +101,7 @@ def evaluate_many(
     """(metrics, predictions) of each record on the model as it is now; all their rows scored together."""
     per = [rows(r) for r in records]
     flat = [row for rs in per for row in rs]
-    scores = score_targets(model, tok, [p for p, _ in flat], [t for _, t in flat], opts.batch_size)
+    scores = score_targets(model, tok, opts.prompts(p for p, _ in flat), [t for _, t in flat], opts.batch_size)
     out, at = [], 0
     for r, rs, pre in zip(records, per, pres, strict=True):
         s, at = scores[at : at + len(rs)], at + len(rs)
@@ -123,7 +129,9 @@ def _counterfact(model, tok, r: CounterFactRecord, scores, opts: ScoreOptions, r
     preds = {"probs [new, true]": probs}
     metrics = M.counterfact_metrics(pairs["rewrite"], pairs["paraphrase"], pairs["neighborhood"])
     if opts.generation and r.generation_prompts:
-        texts = generate_texts(model, tok, list(r.generation_prompts), opts.gen_length, seed=opts.seed + r.case_id)
+        length = opts.gen_length + (len(tok(opts.context)["input_ids"]) if opts.context else 0)
+        texts = generate_texts(model, tok, opts.prompts(r.generation_prompts), length, seed=opts.seed + r.case_id)
+        texts = [t.removeprefix(opts.context) for t in texts]  # GE and RS read the prompt and what follows
         metrics["GE"] = M.ngram_entropy(texts)
         ref_texts = refs.for_record(r) if refs is not None else []
         if ref_texts:
@@ -199,7 +207,7 @@ def generate_many(model, tok, records: list[Record], opts: ScoreOptions, pres: l
     normalisation) from before the edit."""
     groups = [generation_groups(r) for r in records]
     flat = [row for g in groups for rows in g.values() for row in rows]
-    answers = iter(greedy_answers(model, tok, [p for p, _ in flat], opts.max_new_tokens, opts.batch_size))
+    answers = iter(greedy_answers(model, tok, opts.prompts(p for p, _ in flat), opts.max_new_tokens, opts.batch_size))
     out = []
     for g, pre in zip(groups, pres, strict=True):
         metrics, texts = {}, {}
