@@ -135,7 +135,7 @@ def test_jumprelu_pseudo_derivatives():
     kernel = ((pre - sae.threshold.detach()).abs() < 0.25).float()  # |(π − θ)/ε| < ½
     assert 0 < kernel.mean() < 1
     sae.zero_grad()
-    loss, f, _ = sae.training_loss(x, coefficient=1.0, dead=torch.zeros(D_SAE, dtype=torch.bool))
+    loss, f, _ = sae.training_loss(x, x, coefficient=1.0, dead=torch.zeros(D_SAE, dtype=torch.bool))
     torch.autograd.grad(loss, [sae.threshold])  # the loss is differentiable in θ
     from editkit.features.saes.jumprelu import _JumpReLU, _Step
 

@@ -30,6 +30,8 @@ from editkit.features.saes import names as sae_architectures
 
 def _sae_eval_table(title: str, ev: dict) -> Table:
     table = Table(title=title, show_header=False)
+    if ev.get("hook_name_out"):
+        table.add_row("transcoder", f"{ev['hook_name']} → {ev['hook_name_out']}")
     keys = ("n_tokens", "l0", "explained_variance", "dead_fraction", "dense_fraction", "shrinkage", "ce_clean")
     for key in (*keys, "ce_sae", "ce_zero"):
         table.add_row(key, f"{ev[key]:,}" if isinstance(ev[key], int) else f"{ev[key]:.4f}")
@@ -41,7 +43,7 @@ def _sae_eval_table(title: str, ev: dict) -> Table:
 @cli_errors
 def sae_train(
     model: ModelArg,
-    hook: Annotated[str, typer.Option(help="SAELens hook name, e.g. blocks.3.hook_resid_post.")],
+    hook: Annotated[str, typer.Option("--hook", "--hook-in", help="SAELens hook name, e.g. blocks.3.hook_resid_post.")],
     out: Annotated[Path, typer.Option(help="Write the SAE directory here.")],
     d_sae: Annotated[int, typer.Option("--d-sae", min=1, help="Number of features.")],
     corpus: CorpusOpt = "toy",
@@ -60,13 +62,18 @@ def sae_train(
     normalize: Annotated[bool, typer.Option(help="Scale inputs to mean norm √d_in while training.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = 0,
     store: Annotated[Path | None, typer.Option(help="Activation store (HDF5; resumed if it exists).")] = None,
+    hook_out: Annotated[
+        str | None,
+        typer.Option(help="Train a transcoder predicting this hook from --hook-in, e.g. blocks.0.hook_mlp_out."),
+    ] = None,
     json_out: JsonOpt = False,
     device: DeviceOpt = "cpu",
 ) -> None:
     """Cache a hook point's activations over a corpus, train an SAE on them, save it and its evaluation.
 
     Example: [bold]editkit sae train toy --hook blocks.3.hook_resid_post --d-sae 1024 --arch topk --k 16 --out sae[/]
-    (batchtopk and matryoshka are saved for inference as jumprelu, as SAELens saves them)
+    (batchtopk and matryoshka are saved for inference as jumprelu, as SAELens saves them).
+    A transcoder: [bold]--hook-in blocks.0.ln2.hook_normalized --hook-out blocks.0.hook_mlp_out[/]
     """
     from editkit.features.run import run_sae_train
 
@@ -84,6 +91,7 @@ def sae_train(
         store,
         device=device,
         progress=not json_out,
+        hook_out=hook_out,
         training_steps=steps,
         batch_size=batch_size,
         lr=lr,
@@ -278,15 +286,20 @@ def features_edit(
     out: EditOutOpt,
     target_true: Annotated[str | None, typer.Option(help="The current answer (recorded).")] = None,
     features: Annotated[str | None, typer.Option(help="Comma-separated features (default: chosen).")] = None,
-    n_features: Annotated[int, typer.Option(min=1, help="Features to choose when --features is not given.")] = 128,
+    n_features: Annotated[
+        int | None,
+        typer.Option(min=1, help="Features to choose (default: 128 of an SAE, 1 of a transcoder)."),
+    ] = None,
     save_checkpoint: AlsoCheckpointOpt = None,
     json_out: JsonOpt = False,
     device: DeviceOpt = "cpu",
 ) -> None:
     """Feature-conditioned rank-one edit: change a fact through SAE feature directions, in the weights.
+    Given a transcoder, the transcoder feature edit: ROME keyed on the features active at the subject.
 
     Example: [bold]editkit features edit toy data/toy/sae-blocks.3.hook_resid_post --prompt "{} plays the"
              --subject "Tiboth Steleil" --target-new harp --out runs/fedit[/]
+    (or data/toy/transcoder-blocks.0 in place of the SAE)
     """
     from editkit.features.run import run_feature_edit
     from editkit.requests import EditRequest
@@ -296,7 +309,12 @@ def features_edit(
     data = run_feature_edit(model, sae_dir, request, ids, n_features, out, save_checkpoint, device)
     if json_out:
         return print_json(data)
-    console.print(f"{request.text}: {data['before']!r} → {data['after']!r} (scale {data['hparams']['scale']:.3g})")
+    how = (
+        f"scale {data['hparams']['scale']:.3g}"
+        if "scale" in data["hparams"]
+        else f"features {data['hparams']['features'][0]}"
+    )
+    console.print(f"{request.text}: {data['before']!r} → {data['after']!r} ({how})")
     console.print(f"wrote {data['out']}")
 
 

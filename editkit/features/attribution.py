@@ -111,6 +111,7 @@ def attribute_features(
     a prompt of the same shape, aligned from the end)."""
     if top < 1:
         raise EditkitError(f"--top must be at least 1, got {top}")
+    sae.check_not_transcoder("feature attribution")
     hook = resolve_hook(adapter, sae.cfg.hook_name)
     device = next(model.parameters()).device
     sae = sae.to(device)

@@ -6,6 +6,10 @@
 | `blocks.L.hook_attn_out`  | what attention writes at L            | attn, output                |
 | `blocks.L.hook_mlp_out`   | what the MLP writes at L              | mlp, output                 |
 | `blocks.L.hook_mlp_post`  | the MLP's hidden activation at L      | mlp_out, input              |
+| `blocks.L.ln2.hook_normalized` | what the MLP at L reads (after its norm) | mlp, input           |
+
+`blocks.L.mlp.hook_in` (the name circuit-tracer's transcoders use) is read as `blocks.L.ln2.hook_normalized`.
+A transcoder reads `blocks.L.ln2.hook_normalized` and writes `blocks.L.hook_mlp_out`.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ HOOKS = {
     "hook_attn_out": ("attn", "output"),
     "hook_mlp_out": ("mlp", "output"),
     "hook_mlp_post": ("mlp_out", "input"),
+    "ln2.hook_normalized": ("mlp", "input"),
 }
-_PATTERN = re.compile(r"^blocks\.(\d+)\.(hook_\w+)$")
+ALIASES = {"mlp.hook_in": "ln2.hook_normalized"}
+_PATTERN = re.compile(r"^blocks\.(\d+)\.((?:\w+\.)?hook_\w+)$")
 
 
 @dataclass(frozen=True)
@@ -45,12 +51,13 @@ class HookPoint:
 def resolve_hook(adapter: Adapter, name: str) -> HookPoint:
     """The module and side that `name` (SAELens style, e.g. `blocks.3.hook_resid_post`) reads."""
     m = _PATTERN.match(name.strip())
-    if not m or m.group(2) not in HOOKS:
+    suffix = m and ALIASES.get(m.group(2), m.group(2))
+    if not m or suffix not in HOOKS:
         raise EditkitError(
             f"unknown hook name {name!r}; use blocks.<layer>.<hook> with <hook> one of {', '.join(HOOKS)} "
             f"(e.g. blocks.{adapter.n_layers // 2}.hook_resid_post)"
         )
-    layer, (kind, side) = int(m.group(1)), HOOKS[m.group(2)]
+    layer, (kind, side) = int(m.group(1)), HOOKS[suffix]
     if layer >= adapter.n_layers:
         raise EditkitError(
             f"hook {name!r}: layer {layer} out of range, the model has {adapter.n_layers} layers "
@@ -84,3 +91,16 @@ def hook_value(trace, hook: HookPoint):
     """The activation `trace` recorded at `hook`."""
     record = trace[hook.module]
     return record.input if hook.is_input else record.output
+
+
+def trace_hooks(model, hooks: list[HookPoint], stop: bool = False):
+    """A `Trace` recording every one of `hooks` (inputs and outputs of their modules) in one forward pass."""
+    from editkit.hooks import Trace
+
+    return Trace(
+        model,
+        [h.module for h in hooks],
+        retain_output=any(not h.is_input for h in hooks),
+        retain_input=any(h.is_input for h in hooks),
+        stop=stop,
+    )

@@ -24,9 +24,11 @@ def run_sae_train(
     eval_texts: int = 500,
     device: str = "cpu",
     progress: bool = True,
+    hook_out: str | None = None,
     **train_kwargs,
 ) -> dict:
-    """Cache activations (resumable), train an SAE, save it in SAELens format with its evaluation."""
+    """Cache activations (resumable), train an SAE (a transcoder from `hook` to `hook_out` where that is
+    given), save it in SAELens format with its evaluation."""
     from editkit.corpus import open_corpus
     from editkit.features.evaluate import evaluate_sae
     from editkit.features.hookpoints import hook_width, resolve_hook
@@ -37,19 +39,24 @@ def run_sae_train(
 
     m, tok, adapter = load_model(model, device=device)
     hp = resolve_hook(adapter, hook)
+    hp_out = resolve_hook(adapter, hook_out) if hook_out else None
     cfg = SAEConfig(
         d_in=hook_width(m, adapter, hp),
         d_sae=d_sae,
         architecture=arch,
         k=k,
         hook_name=hp.name,
+        hook_name_out=hp_out.name if hp_out else "",
+        d_out=hook_width(m, adapter, hp_out) if hp_out else None,
         model_name=model,
         dataset_path=corpus,
         **train_kwargs,
     )
     store = store or out.parent / f"{out.name}.activations.h5"
     with progress_bar("caching activations", max_tokens, "tokens", progress) as tick:
-        cache_activations(m, tok, adapter, hp, corpus, store, max_tokens, model, cfg.context_size, progress=tick)
+        cache_activations(
+            m, tok, adapter, hp, corpus, store, max_tokens, model, cfg.context_size, progress=tick, hook_out=hp_out
+        )
     acts = ActivationStore(store)
     sae, log = train_sae(acts.batches(cfg.batch_size, cfg.seed), cfg, progress=progress)
     sae.save(out)
@@ -265,19 +272,39 @@ def run_feature_edit(
     sae_dir: Path,
     request,
     features: list[int] | None,
-    n_features: int,
+    n_features: int | None,
     out: Path,
     checkpoint: Path | None,
     device: str = "cpu",
+    key_tokens: int = 100_000,
 ) -> dict:
-    """The feature-conditioned rank-one edit of one request; reports the prediction before and after."""
-    from editkit.features.feature_edit import feature_rank_one_edit
+    """The feature-conditioned rank-one edit of one request (with an SAE: `feature_rank_one_edit`, 128
+    features by default; with a transcoder: `transcoder_edit` under the model's ROME hparams, 1 feature);
+    reports the prediction before and after."""
     from editkit.features.sae import SAE
     from editkit.models import load_model, top_k
 
     sae = SAE.load(sae_dir)
     m, tok, adapter = load_model(model, device=device)
     before = top_k(m, tok, request.text, 1)[0].token
-    result = feature_rank_one_edit(m, tok, adapter, sae, request, features, n_features)
+    if sae.cfg.is_transcoder:
+        result = _transcoder_edit(model, m, tok, adapter, sae, request, features, n_features or 1, key_tokens)
+    else:
+        from editkit.features.feature_edit import feature_rank_one_edit
+
+        result = feature_rank_one_edit(m, tok, adapter, sae, request, features, n_features or 128)
     data = _finish_edit(m, tok, result, model, out, checkpoint)
     return {**data, "before": before, "after": top_k(m, tok, request.text, 1)[0].token}
+
+
+def _transcoder_edit(name: str, m, tok, adapter, transcoder, request, features, n_features: int, key_tokens: int):
+    from editkit.corpus import open_corpus
+    from editkit.edit import load_hparams
+    from editkit.edit.run import make_stats
+    from editkit.features.transcoder_edit import FeatureKeys, transcoder_edit
+
+    hp = load_hparams("rome", name)
+    texts = open_corpus(transcoder.cfg.dataset_path or hp.mom2_corpus, m, tok).texts()
+    keys = FeatureKeys.compute(m, tok, adapter, transcoder.to(m.device), texts, key_tokens)
+    stats = make_stats(m, tok, adapter, hp, progress=True)
+    return transcoder_edit(m, tok, adapter, transcoder, [request], hp, stats, keys, n_features, features)

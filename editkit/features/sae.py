@@ -4,6 +4,12 @@
 
     f = act((x − b_dec) W_enc + b_enc)        x̂ = f W_dec + b_dec
 
+A transcoder (`d_out` set) reads one hook and predicts another (an MLP's input → its output, Dunefsky et
+al. 2024): `W_dec [d_sae, d_out]`, `b_dec [d_out]`, and its encoder never subtracts b_dec (`apply_b_dec_to_input`
+is False, as SAELens requires), `ŷ = act(x W_enc + b_enc) W_dec + b_dec`. It is saved as SAELens 6 saves
+transcoders (`architecture` "transcoder" for a ReLU encoder, "jumprelu_transcoder"; `d_out` beside `d_in`,
+`hook_name_out` in `metadata`); SAELens has no TopK or gated transcoder, so those are written as
+"topk_transcoder" / "gated_transcoder", which only editkit opens.
 `SAE` is the base class; each architecture (its activation, training loss and SAELens names) is one module
 of `editkit.features.saes`, registered by its file name. `SAE(cfg)` builds the class of `cfg.architecture`.
 `cfg.json` is written with the keys of SAELens ≥ 6 (`metadata` holds model and hook) and, flat beside them,
@@ -45,6 +51,8 @@ class SAEConfig:
     architecture: str = "standard"
     k: int | None = None
     hook_name: str = ""
+    hook_name_out: str = ""  # transcoders: the hook they predict
+    d_out: int | None = None  # transcoders: the width they predict (None: an SAE)
     model_name: str = ""
     dtype: str = "float32"
     apply_b_dec_to_input: bool = True
@@ -83,16 +91,32 @@ class SAEConfig:
                 f"use {' or '.join(NORMALISATIONS)}"
             )
         dtype_of(self.dtype, "SAE dtype")
+        if self.is_transcoder:
+            if self.d_out <= 0:
+                raise EditkitError(f"a transcoder's d_out must be positive, got {self.d_out}")
+            if not cls.saelens_transcoder:
+                raise EditkitError(f"a {cls.name} SAE cannot be trained as a transcoder; use --arch topk or standard")
+            self.apply_b_dec_to_input = False  # b_dec lives in the output space
         cls.check_config(self)
 
     @property
+    def is_transcoder(self) -> bool:
+        return self.d_out is not None
+
+    @property
+    def width_out(self) -> int:
+        """The width of what it reconstructs (d_out for a transcoder, else d_in)."""
+        return self.d_in if self.d_out is None else self.d_out
+
+    @property
     def layer(self) -> int | None:
-        parts = self.hook_name.split(".")
-        return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
+        return _layer(self.hook_name)
 
     def to_saelens(self) -> dict:
         """cfg.json: SAELens ≥ 6 keys, pre-6 keys beside them, and editkit's training settings."""
         cls = architecture_class(self.architecture)
+        transcoder = {"hook_name_out": self.hook_name_out, "hook_layer_out": _layer(self.hook_name_out)}
+        transcoder = {**transcoder, "hook_head_index_out": None} if self.is_transcoder else {}
         meta = {
             "model_name": self.model_name,
             "hook_name": self.hook_name,
@@ -103,10 +127,12 @@ class SAEConfig:
             "dataset_path": self.dataset_path,
             "sae_lens_version": "6.0.0",
             "sae_lens_training_version": "6.0.0",
+            **transcoder,
         }
+        own = asdict(self) if self.is_transcoder else {k: v for k, v in asdict(self).items() if k != "hook_name_out"}
         return {
-            **{k: v for k, v in asdict(self).items() if v is not None},
-            "architecture": cls.saelens_architecture,
+            **{k: v for k, v in own.items() if v is not None},
+            "architecture": cls.saelens_transcoder if self.is_transcoder else cls.saelens_architecture,
             "device": "cpu",
             "reshape_activations": "none",
             "metadata": meta,
@@ -127,16 +153,19 @@ class SAEConfig:
         meta = raw.get("metadata") or raw.get("meta") or {}
         name = raw.get("architecture", "standard")
         act = raw.get("activation_fn_str") or raw.get("activation_fn") or "relu"
-        if act != "relu":  # SAELens < 6 named TopK by its activation function (architecture "standard")
+        transcoders = _saelens_transcoders()
+        if act != "relu" and name not in transcoders:  # SAELens < 6 named TopK by its activation function
             name = act
         try:
-            arch = architecture_class(name)
+            arch = transcoders[name] if name in transcoders else architecture_class(name)
         except EditkitError:
             raise EditkitError(
                 f"{where}: SAE architecture {name!r} is not supported; editkit reads "
                 f"{', '.join(_saelens_names())} (refusing rather than dropping what it does not know)"
             ) from None
-        if arch.saelens_architecture != name and raw.get("architecture") == name:
+        if name in transcoders and not isinstance(raw.get("d_out"), int):
+            raise EditkitError(f"{where}: a {name} needs d_out (the width it predicts); SAELens writes it beside d_in")
+        if name not in transcoders and arch.saelens_architecture != name and raw.get("architecture") == name:
             raise EditkitError(
                 f"{where}: architecture {name!r} is a SAELens training checkpoint; save it for inference "
                 f"(SAELens save_inference_model writes it as {arch.saelens_architecture!r}) and load that"
@@ -147,6 +176,8 @@ class SAEConfig:
         names = {f.name for f in fields(cls)}
         known = {k: v for k, v in raw.items() if k in names and k != "architecture" and k not in own}
         known["hook_name"] = raw.get("hook_name") or raw.get("hook_point") or meta.get("hook_name") or ""
+        known["hook_name_out"] = raw.get("hook_name_out") or meta.get("hook_name_out") or ""
+        known["d_out"] = raw["d_out"] if name in transcoders else None
         known["model_name"] = raw.get("model_name") or meta.get("model_name") or ""
         norm = known.get("normalize_activations")
         known["normalize_activations"] = "none" if norm in (None, False) else norm
@@ -159,7 +190,27 @@ class SAEConfig:
 def _saelens_names() -> list[str]:
     from editkit.features.saes import classes
 
-    return sorted({c.saelens_architecture for c in classes()})
+    return sorted({c.saelens_architecture for c in classes()} | set(_saelens_transcoders()))
+
+
+def _saelens_transcoders() -> dict[str, type[SAE]]:
+    """Transcoder `architecture` names of cfg.json → the class that reads them."""
+    from editkit.features.saes import classes
+
+    return {c.saelens_transcoder: c for c in classes() if c.saelens_transcoder and c.for_inference is SAE.for_inference}
+
+
+def _layer(hook_name: str) -> int | None:
+    parts = hook_name.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
+
+
+def _small_rows(rows: int, width: int, g: torch.Generator) -> torch.Tensor:
+    """Kaiming-uniform `[rows, width]` with every row rescaled to norm 0.1."""
+    w = torch.empty(rows, width, dtype=torch.float32)
+    bound = (6 / width) ** 0.5
+    w.uniform_(-bound, bound, generator=g)
+    return 0.1 * w / w.norm(dim=1, keepdim=True)
 
 
 class SAE(nn.Module):
@@ -172,6 +223,7 @@ class SAE(nn.Module):
     name: ClassVar[str] = ""  # set by `saes.register` from the module's file name
     aliases: ClassVar[tuple[str, ...]] = ()
     saelens_architecture: ClassVar[str] = ""  # `architecture` of the file it saves as (for inference)
+    saelens_transcoder: ClassVar[str] = ""  # the same, as a transcoder ("" where it cannot be one)
     tensors: ClassVar[tuple[str, ...]] = ("W_enc", "b_enc", "W_dec", "b_dec")
     encoder_biases: ClassVar[tuple[str, ...]] = ("b_enc",)  # per-feature; zeroed on resampling
     thresholds: ClassVar[tuple[str, ...]] = ()  # per-feature; scaled with the encoder when folding
@@ -187,16 +239,15 @@ class SAE(nn.Module):
         self.cfg = cfg
         dtype = dtype_of(cfg.dtype)
         g = torch.Generator().manual_seed(cfg.seed)
-        w_dec = torch.empty(cfg.d_sae, cfg.d_in, dtype=torch.float32)
-        bound = (6 / cfg.d_in) ** 0.5  # kaiming uniform
-        w_dec.uniform_(-bound, bound, generator=g)
-        w_dec = 0.1 * w_dec / w_dec.norm(dim=1, keepdim=True)  # April 2024 update: small decoder norms, W_enc = W_decᵀ
+        # April 2024 update: small decoder norms, W_enc = W_decᵀ (a transcoder's encoder drawn alike, apart)
+        w_dec = _small_rows(cfg.d_sae, cfg.width_out, g)
+        w_enc = _small_rows(cfg.d_sae, cfg.d_in, g) if cfg.is_transcoder else w_dec
         self.W_dec = nn.Parameter(w_dec.to(dtype))
-        self.W_enc = nn.Parameter(w_dec.T.clone().contiguous().to(dtype))
+        self.W_enc = nn.Parameter(w_enc.T.clone().contiguous().to(dtype))
         for name in self.tensors:
             if name not in _SHARED:
                 setattr(self, name, nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype)))
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.width_out, dtype=dtype))
 
     # --- what a subclass defines ---------------------------------------------------------------------------
 
@@ -219,9 +270,10 @@ class SAE(nn.Module):
         raise NotImplementedError
 
     def training_loss(
-        self, x: torch.Tensor, coefficient: float, dead: torch.Tensor
+        self, x: torch.Tensor, y: torch.Tensor, coefficient: float, dead: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss, feature activations, reconstruction) of a training batch; `dead` flags dead features."""
+        """(loss, feature activations, reconstruction of y) of a training batch of inputs x and targets y
+        (y is x for an SAE); `dead` flags dead features."""
         raise NotImplementedError
 
     def coefficient(self, step: int) -> float:
@@ -268,11 +320,13 @@ class SAE(nn.Module):
         return (x_hat - x).pow(2).sum(-1).mean()
 
     @torch.no_grad()
-    def fold(self, scale: float) -> None:
-        """Fold the training input scale and the decoder norms into the weights (the function is unchanged)."""
+    def fold(self, scale: float, scale_out: float | None = None) -> None:
+        """Fold the training scales of input and target (`scale_out`, default `scale`) and the decoder norms
+        into the weights (the function is unchanged)."""
+        scale_out = scale if scale_out is None else scale_out
         self.W_enc *= scale
-        self.W_dec /= scale
-        self.b_dec /= scale
+        self.W_dec /= scale_out
+        self.b_dec /= scale_out
         norms = self.W_dec.norm(dim=1)
         self.W_dec /= norms[:, None]
         self.W_enc *= norms[None]
@@ -280,11 +334,25 @@ class SAE(nn.Module):
             getattr(self, name).mul_(norms)
         self.cfg.normalize_activations = "none"
 
-    def check_width(self, width: int) -> None:
+    def check_width(self, width: int, width_out: int | None = None) -> None:
+        """Refuse activations of another width than it reads (or, `width_out`, than it predicts)."""
         if width != self.cfg.d_in:
             raise EditkitError(
                 f"d_in mismatch: the SAE reads {self.cfg.d_in}-wide activations "
                 f"(hook {self.cfg.hook_name or '?'}), got {width}; use an SAE trained on this model and hook"
+            )
+        if width_out is not None and width_out != self.cfg.width_out:
+            raise EditkitError(
+                f"d_out mismatch: the transcoder predicts {self.cfg.width_out}-wide activations "
+                f"(hook {self.cfg.hook_name_out or '?'}), got {width_out}; use one trained on this model and hooks"
+            )
+
+    def check_not_transcoder(self, what: str) -> None:
+        """Refuse a transcoder where `what` writes the reconstruction back at the hook it reads."""
+        if self.cfg.is_transcoder:
+            raise EditkitError(
+                f"{what} needs an SAE (it writes back where it reads); this is a transcoder "
+                f"({self.cfg.hook_name} → {self.cfg.hook_name_out}): use editkit features edit or sae eval with it"
             )
 
     def check_feature(self, feature: int) -> int:
@@ -334,7 +402,7 @@ class SAE(nn.Module):
             raise EditkitError(
                 f"SAE weights {path / WEIGHTS} are truncated or damaged ({e}); copy them again or retrain the SAE"
             ) from None
-        shapes = {"W_enc": (cfg.d_in, cfg.d_sae), "W_dec": (cfg.d_sae, cfg.d_in), "b_dec": (cfg.d_in,)}
+        shapes = {"W_enc": (cfg.d_in, cfg.d_sae), "W_dec": (cfg.d_sae, cfg.width_out), "b_dec": (cfg.width_out,)}
         shapes = {name: shapes.get(name, (cfg.d_sae,)) for name in arch.tensors}
         unknown = sorted(set(tensors) - set(shapes))
         if unknown:

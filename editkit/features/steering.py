@@ -120,6 +120,7 @@ def steer(
     positions: list[int] | None = None,
 ) -> SteerResult:
     """Greedy text after `prompt` without and with the feature steered."""
+    sae.check_not_transcoder("steering")
     hook = resolve_hook(adapter, sae.cfg.hook_name)
     sae = sae.to(next(model.parameters()).device)
     edit = steering_edit(sae, feature, clamp, add, positions)

@@ -29,6 +29,7 @@ def batch_top_k(acts: torch.Tensor, k: int) -> torch.Tensor:
 @register
 class BatchTopKSAE(SAE):
     saelens_architecture = "jumprelu"
+    saelens_transcoder = "jumprelu_transcoder"
     unit_decoder = True
 
     def __init__(self, cfg: SAEConfig):
@@ -43,10 +44,10 @@ class BatchTopKSAE(SAE):
         pre = self.pre_acts(x)
         return batch_top_k(torch.relu(pre), self.cfg.k), pre
 
-    def training_loss(self, x: torch.Tensor, coefficient: float, dead: torch.Tensor):
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, coefficient: float, dead: torch.Tensor):
         f, pre = self.features(x)
-        x_hat = self.decode(f)
-        return self.mse(x, x_hat) + aux_k_loss(self, x, x_hat, pre, dead), f, x_hat
+        y_hat = self.decode(f)
+        return self.mse(y, y_hat) + aux_k_loss(self, y, y_hat, pre, dead), f, y_hat
 
     @torch.no_grad()
     def after_step(self, f: torch.Tensor) -> None:

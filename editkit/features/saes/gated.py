@@ -24,6 +24,7 @@ from editkit.features.saes import register
 @register
 class GatedSAE(SAE):
     saelens_architecture = "gated"
+    saelens_transcoder = "gated_transcoder"  # editkit's name: SAELens has no gated transcoder
     tensors = ("W_enc", "W_dec", "b_dec", "b_gate", "b_mag", "r_mag")
     encoder_biases = ("b_gate", "b_mag")
     unit_decoder = True  # else shrinking W_dec would lower the penalty, which the frozen-decoder term cannot see
@@ -34,10 +35,10 @@ class GatedSAE(SAE):
         magnitude = s @ (self.W_enc * self.r_mag.exp()) + self.b_mag
         return (gate > 0).to(magnitude) * torch.relu(magnitude), gate
 
-    def training_loss(self, x: torch.Tensor, coefficient: float, dead: torch.Tensor):
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, coefficient: float, dead: torch.Tensor):
         f, gate = self.features(x)
-        x_hat = self.decode(f)
+        y_hat = self.decode(f)
         gate = torch.relu(gate)
         l1 = (gate * self.W_dec.norm(dim=1)).sum(-1).mean()
-        aux = self.mse(x, gate @ self.W_dec.detach() + self.b_dec.detach())
-        return self.mse(x, x_hat) + coefficient * l1 + aux, f, x_hat
+        aux = self.mse(y, gate @ self.W_dec.detach() + self.b_dec.detach())
+        return self.mse(y, y_hat) + coefficient * l1 + aux, f, y_hat

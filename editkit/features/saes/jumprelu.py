@@ -56,6 +56,7 @@ class _Step(torch.autograd.Function):
 @register
 class JumpReLUSAE(SAE):
     saelens_architecture = "jumprelu"
+    saelens_transcoder = "jumprelu_transcoder"
     tensors = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
     thresholds = ("threshold",)
     unit_decoder = True
@@ -72,13 +73,13 @@ class JumpReLUSAE(SAE):
     def coefficient(self, step: int) -> float:
         return self.cfg.l0_coefficient * self.warm_up(step)
 
-    def training_loss(self, x: torch.Tensor, coefficient: float, dead: torch.Tensor):
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, coefficient: float, dead: torch.Tensor):
         pre = self.pre_acts(x)
         eps = self.cfg.jumprelu_bandwidth
         f = _JumpReLU.apply(pre, self.threshold, eps)
-        x_hat = self.decode(f)
+        y_hat = self.decode(f)
         l0 = _Step.apply(pre, self.threshold, eps).sum(-1).mean()
-        return self.mse(x, x_hat) + coefficient * l0, f, x_hat
+        return self.mse(y, y_hat) + coefficient * l0, f, y_hat
 
     @torch.no_grad()
     def after_step(self, f: torch.Tensor) -> None:

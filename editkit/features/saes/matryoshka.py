@@ -39,10 +39,10 @@ class MatryoshkaSAE(BatchTopKSAE):
             )
         cfg.matryoshka_widths = widths
 
-    def training_loss(self, x: torch.Tensor, coefficient: float, dead: torch.Tensor):
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, coefficient: float, dead: torch.Tensor):
         f, pre = self.features(x)
-        x_hat = self.decode(f)
-        loss = self.mse(x, x_hat) + aux_k_loss(self, x, x_hat, pre, dead)
+        y_hat = self.decode(f)
+        loss = self.mse(y, y_hat) + aux_k_loss(self, y, y_hat, pre, dead)
         for m in self.cfg.matryoshka_widths[:-1]:
-            loss = loss + self.mse(x, f[:, :m] @ self.W_dec[:m] + self.b_dec)
-        return loss, f, x_hat
+            loss = loss + self.mse(y, f[:, :m] @ self.W_dec[:m] + self.b_dec)
+        return loss, f, y_hat

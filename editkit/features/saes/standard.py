@@ -18,13 +18,14 @@ from editkit.features.saes import register
 class StandardSAE(SAE):
     aliases = ("relu",)
     saelens_architecture = "standard"
+    saelens_transcoder = "transcoder"
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pre = self.pre_acts(x)
         return torch.relu(pre), pre
 
-    def training_loss(self, x: torch.Tensor, coefficient: float, dead: torch.Tensor):
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, coefficient: float, dead: torch.Tensor):
         f, _ = self.features(x)
-        x_hat = self.decode(f)
-        loss = self.mse(x, x_hat) + coefficient * (f * self.W_dec.norm(dim=1)).sum(-1).mean()
-        return loss, f, x_hat
+        y_hat = self.decode(f)
+        loss = self.mse(y, y_hat) + coefficient * (f * self.W_dec.norm(dim=1)).sum(-1).mean()
+        return loss, f, y_hat

@@ -27,13 +27,14 @@ def top_k_relu(pre: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(pre).scatter(-1, idx, torch.relu(values))
 
 
-def aux_k_loss(sae: SAE, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
-    """α · min(1, n_dead/k_aux) · ‖e − ê‖²: the dead features' top-k_aux reconstruction of the residual."""
-    n_dead, k_aux = int(dead.sum()), x.shape[-1] // 2
+def aux_k_loss(sae: SAE, y: torch.Tensor, y_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+    """α · min(1, n_dead/k_aux) · ‖e − ê‖²: the dead features' top-k_aux reconstruction of the residual
+    e = y − ŷ of the target y (k_aux = half its width)."""
+    n_dead, k_aux = int(dead.sum()), y.shape[-1] // 2
     if n_dead == 0 or sae.cfg.aux_k_coefficient == 0:
-        return x.new_zeros(())
+        return y.new_zeros(())
     acts = top_k_relu(pre.masked_fill(~dead, -torch.inf), min(k_aux, n_dead))
-    residual = (x - x_hat).detach()
+    residual = (y - y_hat).detach()
     return sae.cfg.aux_k_coefficient * min(1.0, n_dead / k_aux) * (acts @ sae.W_dec - residual).pow(2).sum(-1).mean()
 
 
@@ -45,6 +46,7 @@ def check_k(cfg: SAEConfig) -> None:
 @register
 class TopKSAE(SAE):
     saelens_architecture = "topk"
+    saelens_transcoder = "topk_transcoder"  # editkit's name: SAELens has no TopK transcoder
     unit_decoder = True
 
     @classmethod
@@ -76,7 +78,7 @@ class TopKSAE(SAE):
             f = f / self.W_dec.norm(dim=-1)
         return super().decode(f)
 
-    def training_loss(self, x: torch.Tensor, coefficient: float, dead: torch.Tensor):
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, coefficient: float, dead: torch.Tensor):
         f, pre = self.features(x)
-        x_hat = self.decode(f)
-        return self.mse(x, x_hat) + aux_k_loss(self, x, x_hat, pre, dead), f, x_hat
+        y_hat = self.decode(f)
+        return self.mse(y, y_hat) + aux_k_loss(self, y, y_hat, pre, dead), f, y_hat
