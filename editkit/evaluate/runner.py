@@ -6,13 +6,12 @@ capability (baseline.json) and, for sequential runs with checkpoints, one capabi
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -209,7 +208,7 @@ def _prepare_dir(out: Path, config: dict, resume: bool) -> None:
         old = read_json(cfg_file, "run config", f"delete {out} to start the run again, or choose another --out")
         if not isinstance(old, dict):
             raise EditkitError(f"run config {cfg_file} is not a JSON object; delete {out} or choose another --out")
-        defaults = {f.name: f.default for f in dataclasses.fields(EvalConfig) if f.default is not dataclasses.MISSING}
+        defaults = {f.name: f.default for f in fields(EvalConfig) if f.default is not MISSING}
         diff = sorted(k for k in set(old) | set(config) if old.get(k, defaults.get(k)) != config.get(k))
         if "torch_threads" in diff and "torch_threads" in old:
             raise EditkitError(
