@@ -127,6 +127,26 @@ def test_perplexity_equals_a_hand_computation(toy):
     )
 
 
+def test_perplexity_behind_a_context_predicts_only_the_texts_tokens(toy):
+    """An in-context edit's capability: the context's tokens are read, not scored; the text's are, by hand."""
+    model, tok, _ = toy
+    context, texts = "New Fact: Tiboth Feigar plays the drum.\nPrompt: ", ["Tiboth Feigar plays the harp.", "Hello"]
+    head = tok(context)["input_ids"]
+    nll, count = 0.0, 0
+    for text in texts:
+        ids = tok(context + text)["input_ids"]
+        start = next(i for i in range(len(ids) + 1) if i == len(head) or i == len(ids) or ids[i] != head[i])
+        for i in range(start, len(ids)):
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([ids[:i]])).logits[0, -1].double()
+            nll -= float(logits.log_softmax(-1)[ids[i]])
+            count += 1
+    assert count == sum(len(tok(t)["input_ids"]) for t in texts)  # GPT-2: the text's tokens follow the context's
+    got = perplexity(model, tok, texts, batch_size=2, context=context)
+    assert got == pytest.approx(math.exp(nll / count), rel=1e-6)
+    assert got != pytest.approx(perplexity(model, tok, texts), rel=1e-3)
+
+
 def test_summary_and_config_record_protocol_and_decoding(toy, records, probe, tmp_path):
     model, tok, _ = toy
     cfg = EvalConfig(model="toy", dataset="toy", generation=False, max_new_tokens=5)

@@ -159,3 +159,22 @@ def test_the_evaluation_scores_prompts_behind_the_context(toy, records, tmp_path
         assert got != pytest.approx(float(torch.tensor(-bare.nll).exp()), rel=1e-2)
         assert "ES" in case["generation_metrics"]
     assert model_fingerprint(model) == before
+
+
+def test_ike_capability_is_measured_behind_the_context(toy, records, tmp_path):
+    """IKE changes no weight, so its cost elsewhere shows only behind its context: the run's perplexity and
+    retention are the probe's with the edit's context before every text and fact, not the unedited model's."""
+    from editkit.evaluate.runner import EvalConfig, make_editor, run_eval
+    from editkit.toy.sources import capability_probe
+
+    model, tok, _ = toy
+    probe = capability_probe(n_texts=8, n_facts=16)
+    editor, hp = make_editor("ike", toy, None, "toy", sequential=False)
+    config = EvalConfig(model="toy", dataset="toy", method="ike", limit=1, hparams=hp, protocol="teacher-forced")
+    summary = run_eval(model, tok, records[:1], config, tmp_path / "run", editor, progress=False, probe=probe)
+    case = json.loads((tmp_path / "run" / "cases.jsonl").read_text().splitlines()[0])
+    base = probe.baseline(model, tok)
+    context = METHODS["ike"](model, tok, None, [records[0].request()], load_hparams("ike", "toy"), None).context
+    assert case["capability"] == probe.measure(model, tok, base, context)
+    assert case["capability"]["perplexity"] != pytest.approx(base["perplexity"], rel=1e-3)
+    assert summary["capability"]["perplexity_before"] == pytest.approx(base["perplexity"], rel=1e-12)

@@ -15,23 +15,43 @@ from editkit.tokens import encode, pad_rows, target_ids
 
 
 @torch.no_grad()
-def perplexity(model, tokenizer, texts: Sequence[str], max_len: int = 128, batch_size: int = 64) -> float:
+def perplexity(
+    model, tokenizer, texts: Sequence[str], max_len: int = 128, batch_size: int = 64, context: str = ""
+) -> float:
     """exp of the mean negative log-likelihood per predicted token over all `texts`, each scored alone
-    (its first `max_len` tokens, as `encode` gives them; the first token is not predicted)."""
+    (its first `max_len` tokens, as `encode` gives them; the first token is not predicted). Behind a
+    `context` (an in-context edit's), the text's tokens after it are the ones predicted."""
     device = next(model.parameters()).device
-    rows = [ids[:max_len] for ids in (encode(tokenizer, t) for t in texts) if len(ids) > 1]
+    head = encode(tokenizer, context) if context else []
+    rows, starts = [], []  # each text's tokens, and the position of the first one predicted
+    for text in texts:
+        ids = encode(tokenizer, context + text)
+        start = max(_common_prefix(head, ids), 1)
+        ids = ids[: start - 1 + max_len]
+        if len(ids) > start:
+            rows.append(ids)
+            starts.append(start)
     if not rows:
         raise EditkitError("no text of two or more tokens to measure perplexity on; pass a non-empty corpus")
     total, count = 0.0, 0
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
+    for begin in range(0, len(rows), batch_size):
+        chunk = rows[begin : begin + batch_size]
         ids, mask = pad_rows(chunk, 0)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.double()
         logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()
-        keep = mask[:, 1:].bool()
+        first = torch.tensor(starts[begin : begin + batch_size])[:, None]
+        keep = mask[:, 1:].bool() & (torch.arange(1, ids.shape[1])[None] >= first)
         total -= float(logp[keep].sum())
         count += int(keep.sum())
     return math.exp(total / count)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens `a` and `b` share (where a context's tokens end inside context + text)."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 @torch.no_grad()
@@ -62,14 +82,14 @@ class Probe:
         ppl = perplexity(model, tokenizer, self.texts, self.max_len, self.batch_size)
         return {"perplexity": ppl, "top1": pred, "known": known}
 
-    def measure(self, model, tokenizer, base: dict) -> dict:
+    def measure(self, model, tokenizer, base: dict, context: str = "") -> dict:
         """Now: perplexity, and the share of the known facts whose top-1 token is the one of `base` (None
-        when the unedited model knew none)."""
-        ppl = perplexity(model, tokenizer, self.texts, self.max_len, self.batch_size)
+        when the unedited model knew none); both read behind `context` (an in-context edit's) if given."""
+        ppl = perplexity(model, tokenizer, self.texts, self.max_len, self.batch_size, context)
         known = [(p, t) for (p, _), t, k in zip(self.facts, base["top1"], base["known"], strict=True) if k]
         if not known:
             return {"perplexity": ppl, "retention": None}
-        now = top1(model, tokenizer, [p for p, _ in known], self.batch_size)
+        now = top1(model, tokenizer, [context + p for p, _ in known], self.batch_size)
         return {"perplexity": ppl, "retention": sum(a == t for a, (_, t) in zip(now, known, strict=True)) / len(known)}
 
 

@@ -310,8 +310,9 @@ def _score(model, tok, records: list[Record], opts: suites.ScoreOptions, pres: l
     return parts
 
 
-def _measure(probe: Probe | None, model, tok, base: dict | None) -> dict | None:
-    return None if probe is None else probe.measure(model, tok, base)
+def _measure(probe: Probe | None, model, tok, base: dict | None, edit) -> dict | None:
+    """Capability now, behind `edit`'s context if it has one (an in-context edit costs the model there)."""
+    return None if probe is None else probe.measure(model, tok, base, getattr(edit, "context", ""))
 
 
 def _unchanged(base: dict | None) -> dict | None:
@@ -373,7 +374,11 @@ def run_eval(
                 applied.append(editor(model, tokenizer, [r.request() for r in chunk]))
                 # The whole chunk is scored even when resuming part of it: the same batches, the same numbers.
                 parts = _score(model, tokenizer, chunk, opts, pres, refs, applied[-1])
-                cap = _measure(probe, model, tokenizer, base) if todo and editor is not no_editor else _unchanged(base)
+                cap = (
+                    _measure(probe, model, tokenizer, base, applied[-1])
+                    if todo and editor is not no_editor
+                    else _unchanged(base)
+                )
                 for r, part in zip(chunk, parts, strict=True):
                     if r.case_id in done:
                         continue
@@ -430,7 +435,7 @@ def _run_checkpoints(model, tok, mine, config: EvalConfig, cfg: dict, out: Path,
                 applied.append(editor(model, tok, [r.request() for r in chunk]))
                 edits += len(chunk)
                 if measured(edits) and edits not in stepped:
-                    step = {"edits": edits, **_measure(probe, model, tok, base)}
+                    step = {"edits": edits, **_measure(probe, model, tok, base, applied[-1])}
                     append_case(steps_log, step)
                     steps.append(step)
                 if edits not in points:
