@@ -15,12 +15,25 @@
         [--memit-hparams FILE] [--set key=value] [--repeats 2] [--threads 1]
 
 `--set` overrides MEMIT's hyper-parameters, `--rome-set` ROME's. Last line: JSON.
+
+    python experiments/bench/bench_edit.py --methods all [--batch 100] [--model toy]
+
+instead gives one row per registered method (its shipped hparams for --model): seconds for one edit and for
+one call with a batch of `--batch` requests on distinct subjects (each method handles a batch as it is meant
+to: ROME, r-ROME, GRACE and WISE one request after another, MEMIT, AlphaEdit, EMMET and UltraEdit in one
+solve), the peak memory above the model and statistics during each (on CPU the resident memory sampled every
+5 ms, with every allocation over 128 KiB given back to the system when freed and the heap trimmed before each
+call, so that it tracks live memory; `max_memory_allocated` on CUDA), and each time as a ratio to ROME's in
+the same process.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import os
+import threading
 import time
 from contextlib import ExitStack, contextmanager
 
@@ -28,11 +41,12 @@ import torch
 
 import editkit.edit.methods.memit
 import editkit.edit.methods.rome
-from editkit.edit import edit, load_hparams, needs_stats
+from editkit.edit import METHODS, edit, load_hparams, needs_stats
 from editkit.edit.common import context_prefixes
 from editkit.edit.methods.rome import rome_key, rome_update
 from editkit.edit.run import make_stats
 from editkit.edit.target import optimise_targets, request_rows
+from editkit.errors import EditkitError
 from editkit.evaluate.datasets import load_edit_requests
 from editkit.hooks import Trace
 from editkit.models import load_model, toy_dir
@@ -158,6 +172,88 @@ def rel_diff(a, b) -> float:
     return (num / den) ** 0.5
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def _rss() -> int:
+    """This process's resident memory in bytes (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@contextmanager
+def peak_memory(device: str):
+    """Yields a dict whose "bytes" is, afterwards, the peak memory above the level at entry."""
+    out: dict[str, int] = {}
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        yield out
+        torch.cuda.synchronize()
+        out["bytes"] = torch.cuda.max_memory_allocated() - start
+        return
+    libc = ctypes.CDLL(None)
+    libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)  # large blocks mmapped: freed memory leaves the resident set
+    libc.malloc_trim(0)
+    start, peak, done = _rss(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    try:
+        yield out
+    finally:
+        done.set()
+        watcher.join()
+        out["bytes"] = max(peak[0], _rss()) - start
+
+
+def method_rows(model, tok, adapter, model_name: str, names: list[str], requests, device: str) -> list[dict]:
+    """Per method: seconds and peak memory of one edit and of one call with all `requests` (reverted after)."""
+    rows = []
+    for name in names:
+        try:
+            hp = load_hparams(name, model_name)
+        except EditkitError as e:
+            print(f"{name}: skipped ({e})")
+            continue
+        stats = None
+        if needs_stats(name, hp):
+            stats = make_stats(model, tok, adapter, hp)
+            stats.compute(sorted(adapter.layer(x) for x in hp.layers))
+        row = {"method": name}
+        for key, batch in (("one", requests[:1]), ("batch", requests)):
+            try:
+                with peak_memory(device) as mem:
+                    seconds, _ = timed_edit(model, tok, adapter, batch, name, hp, stats)
+            except EditkitError as e:  # UltraEdit normalises over a batch: a lone request is refused
+                print(f"{name}, {len(batch)} request(s): refused ({e})")
+                row[f"{key}_s"] = row[f"{key}_peak_mib"] = None
+                continue
+            row[f"{key}_s"], row[f"{key}_peak_mib"] = round(seconds, 3), round(mem["bytes"] / 2**20, 1)
+        rows.append(row)
+        print(
+            f"{name}: one edit {_cell(row['one_s'], 's')} (peak +{_cell(row['one_peak_mib'], ' MiB')}), "
+            f"{len(requests)} requests {_cell(row['batch_s'], 's')} (peak +{_cell(row['batch_peak_mib'], ' MiB')})",
+            flush=True,
+        )
+    base = next((r for r in rows if r["method"] == "rome"), None)
+    for r in rows:  # ratios to ROME, measured in this process
+        for key in ("one_s", "batch_s"):
+            ok = base is not None and r[key] is not None and base[key]
+            r[f"{key}_vs_rome"] = round(r[key] / base[key], 3) if ok else None
+    return rows
+
+
+def _cell(value, unit: str) -> str:
+    return "–" if value is None else f"{value:g}{unit}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="toy", help="toy, a named model (smollm2-135m) or a model directory")
@@ -170,10 +266,21 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--set", action="append", default=[], help="MEMIT hyper-parameter override key=value")
     p.add_argument("--rome-set", action="append", default=[], help="ROME hyper-parameter override key=value")
+    p.add_argument("--methods", default=None, help="'all' or names: one row per method instead (see above)")
+    p.add_argument("--batch", type=int, default=100, help="requests per call of the per-method rows")
+    p.add_argument("--device", default="cpu")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    model, tok, adapter = load_model(args.model, device="cpu")
+    model, tok, adapter = load_model(args.model, device=args.device)
     records = args.records or toy_dir() / "counterfact.json"
+    if args.methods:
+        names = list(METHODS) if args.methods == "all" else args.methods.split(",")
+        pairs, seen = load_edit_requests(records), set()
+        requests = [r for r, _ in pairs if not (r.subject in seen or seen.add(r.subject))][: args.batch]
+        rows = method_rows(model, tok, adapter, args.model, names, requests, args.device)
+        print(json.dumps({"bench": "edit_methods", "model": args.model, "threads": args.threads,
+                          "device": args.device, "batch": len(requests), "rows": rows}))  # fmt: skip
+        return
     rome_hp = load_hparams("rome", args.model, file=args.rome_hparams, overrides=args.rome_set)
     memit_hp = load_hparams("memit", args.model, file=args.memit_hparams, overrides=args.set)
     stats = make_stats(model, tok, adapter, memit_hp)
