@@ -113,6 +113,27 @@ def test_clamp_sets_the_feature(toy, sae, fact_prompt):
         steering_edit(sae, sae.cfg.d_sae, add=1.0)
 
 
+def test_steering_leaves_special_tokens_alone(toy, sae):
+    """The SAE never saw a special token in training: steering skips them, as attribution and evaluation do.
+    A prompt that is only the end-of-text token is not steered at its one position, so the first greedy token
+    is the unsteered one; the token generated after it is steered."""
+    model, tok, adapter = toy
+    hook = resolve_hook(adapter, sae.cfg.hook_name)
+    special = tok.decode(tok.all_special_ids[:1])
+    x = _hook_acts(model, tok, hook, "Tiboth Feigar plays the harp.")
+    edit = steering_edit(sae, 3, add=-5 * x.norm(dim=-1).max().item())
+    trained = torch.ones(1, len(x), dtype=torch.bool)
+    trained[0, 0] = False
+    out = edit(x[None], trained)[0]
+    assert torch.equal(out[0], x[0]) and not torch.equal(out[1:], x[1:])
+    with torch.no_grad(), trace_hook(model, hook, edit=edit, retain=False):  # unmasked, position 0 steered
+        moved = model(input_ids=torch.tensor([encode(tok, special)])).logits[0, -1].argmax()
+    res = steer(model, tok, adapter, sae, special, 3, add=-5 * x.norm(dim=-1).max().item(), max_new_tokens=2)
+    base_ids, steered_ids = (tok(t)["input_ids"] for t in (res.baseline, res.steered))
+    assert int(moved) != base_ids[0]  # the steering would change the first answer if applied at the BOS
+    assert steered_ids[0] == base_ids[0] and res.steered != res.baseline
+
+
 def test_clamp_to_a_multiple_of_the_corpus_maximum_is_computed_once_and_cached(toy, sae, fact_prompt, tmp_path):
     from editkit.corpus import open_corpus
     from editkit.features.steering import max_activations

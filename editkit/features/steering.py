@@ -1,6 +1,7 @@
 """Runtime steering with an SAE feature (Templeton et al. 2024, "Golden Gate Claude"; Turner et al. 2023).
 
-At the SAE's hook, at the chosen positions (default: all, generated tokens included):
+At the SAE's hook, at the chosen positions (default: all, generated tokens included) that the SAE is trained
+on (special tokens such as a BOS, the attention sink of models like SmolLM2, are never steered):
 - `add`:   x ← x + α W_dec,i                       (α = 0 changes nothing, bit for bit)
 - `clamp`: x ← x + (v − f_i(x)) W_dec,i            (the feature reads v; the SAE's error term is kept)
 Generation is greedy and re-runs the whole sequence each step, so positions mean the same at every step.
@@ -19,6 +20,7 @@ from editkit.corpus import Corpus
 from editkit.errors import EditkitError
 from editkit.features.hookpoints import resolve_hook, trace_hook
 from editkit.features.sae import SAE
+from editkit.features.store import keep_mask
 from editkit.tokens import encode
 
 
@@ -37,13 +39,14 @@ class SteerResult:
 
 def steering_edit(
     sae: SAE, feature: int, clamp: float | None = None, add: float | None = None, positions: list[int] | None = None
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The function `x -> x'` that steers activations `[batch, seq, d_in]` at `positions` (None: all)."""
+) -> Callable[..., torch.Tensor]:
+    """The function `(x, trained=None) -> x'` that steers activations `[batch, seq, d_in]` at `positions` (None:
+    all), and only where the mask `trained` `[batch, seq]` is true when one is given."""
     if (clamp is None) == (add is None):
         raise EditkitError("give exactly one of --clamp V (set the feature to V) or --add A (add A × its direction)")
     direction = sae.W_dec[sae.check_feature(feature)].detach()
 
-    def edit(x: torch.Tensor) -> torch.Tensor:
+    def edit(x: torch.Tensor, trained: torch.Tensor | None = None) -> torch.Tensor:
         d = direction.to(x.device, x.dtype)
         if add is not None:
             step = torch.full(x.shape[:-1], float(add), device=x.device, dtype=x.dtype)
@@ -53,6 +56,8 @@ def steering_edit(
             keep = torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
             keep[[p for p in positions if -x.shape[1] <= p < x.shape[1]]] = True
             step = step * keep
+        if trained is not None:
+            step = step * trained.to(step.device, step.dtype)
         return x + step[..., None] * d
 
     return edit
@@ -60,7 +65,8 @@ def steering_edit(
 
 @torch.no_grad()
 def generate(model, tokenizer, prompt: str, max_new_tokens: int, edit=None, hook=None) -> str:
-    """Greedy continuation of `prompt` (without the prompt), with `edit` applied at `hook` if given."""
+    """Greedy continuation of `prompt` (without the prompt), with `edit` applied at `hook` if given, at the
+    positions the SAE is trained on (not at special tokens)."""
     device = next(model.parameters()).device
     ids = torch.tensor([encode(tokenizer, prompt)], device=device)
     start = ids.shape[1]
@@ -68,7 +74,8 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int, edit=None, hook
         if edit is None:
             logits = model(input_ids=ids).logits
         else:
-            with trace_hook(model, hook, edit=edit, retain=False):
+            trained = keep_mask(ids.cpu(), torch.ones_like(ids.cpu()), tokenizer, skip_bos=True).to(device)
+            with trace_hook(model, hook, edit=lambda x, t=trained: edit(x, t), retain=False):
                 logits = model(input_ids=ids).logits
         nxt = logits[0, -1].argmax()
         ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
