@@ -1,6 +1,7 @@
 """Reproduce ROME's Table 4 layout on CounterFact: the unedited model, FT-L, ROME, r-ROME, MEMIT and AlphaEdit,
-each evaluated with `editkit eval`'s runner under both protocols (teacher-forced and generation) with capability,
-then one table per protocol and the gap between them written to experiments/README.md with this command.
+and the methods researchers now compare against (EMMET, UltraEdit, GRACE, WISE, IKE), each evaluated with
+`editkit eval`'s runner under both protocols (teacher-forced and generation) with capability, then one table
+per protocol and the gap between them written to experiments/README.md with this command.
 
     python experiments/reproduce_counterfact.py --model toy --limit 100            # the toy world, on a CPU
     python experiments/reproduce_counterfact.py --model smollm2-135m --dataset counterfact \\
@@ -8,11 +9,12 @@ then one table per protocol and the gap between them written to experiments/READ
     python experiments/reproduce_counterfact.py --model gpt2-xl --limit 2000 \\
         --dataset counterfact --device cuda                                          # the paper's setting
 
-FT-L, ROME and r-ROME edit each record alone (reverted after it); MEMIT edits --batch-size records in one
-batch; AlphaEdit edits the records one after another, each scored once it is in place with every earlier
-edit still there. `--eval key=value` sets any other field of the runs' EvalConfig. Runs resume: rerun the
-same command after an interruption; each run's wall time (summed over its invocations) is kept in its
-directory's wall.json and shown under the table.
+FT-L, ROME, r-ROME and IKE edit each record alone (reverted after it); MEMIT, EMMET and UltraEdit edit
+--batch-size records in one batch; AlphaEdit and the lifelong editors GRACE and WISE edit the records one
+after another, each scored once it is in place with every earlier edit still there. `--eval key=value`
+sets any other field of the runs' EvalConfig. Runs resume: rerun the same command after an interruption;
+each run's wall time (summed over its invocations) is kept in its directory's wall.json and shown under the
+table.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ from editkit.evaluate.runner import EvalConfig, run_named
 from editkit.evaluate.tables import merge_runs, render
 from editkit.io import atomic_write_text, replace_section
 
-METHODS = ("none", "ft-l", "rome", "r-rome", "memit", "alphaedit")
+METHODS = ("none", "ft-l", "rome", "r-rome", "memit", "alphaedit", "emmet", "ultraedit", "grace", "wise", "ike")
 #: How each method edits the records; the rest edit one record at a time.
-MODES = {"memit": "batch", "alphaedit": "sequential"}
+MODES = {
+    "memit": "batch", "emmet": "batch", "ultraedit": "batch",
+    "alphaedit": "sequential", "grace": "sequential", "wise": "sequential",
+}  # fmt: skip
 README = Path(__file__).parent / "README.md"
 
 
@@ -41,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default=None)
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--batch-size", type=int, default=100, help="MEMIT: edits per batch")
+    p.add_argument("--batch-size", type=int, default=100, help="MEMIT, EMMET, UltraEdit: edits per batch")
     p.add_argument("--distinct-subjects", action="store_true", help="each subject's first record only")
     p.add_argument("--eval", action="append", default=[], help="another EvalConfig field, key=value")
     p.add_argument("--device", default="cpu")
