@@ -26,6 +26,8 @@ from editkit.models.adapters import get_module
 EditFn = Callable[[torch.Tensor, str], torch.Tensor]
 #: (module input, module output, module name) -> the output the model should use instead
 EditIOFn = Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]
+#: (positional arguments, keyword arguments, module name), before the module runs
+CallFn = Callable[[tuple, dict, str], None]
 
 
 class StopForward(Exception):
@@ -58,6 +60,8 @@ class Trace(dict):
     retain_args: keep the whole call (`args`, `kwargs`, as passed), e.g. to re-run a block by hand.
     edit_output(out, name) / edit_input(inp, name): return the tensor the model should use instead.
     edit_io(inp, out, name): the output to use instead, computed from the module's input and output.
+    on_call(args, kwargs, name): told of each call before the module runs (e.g. the root model's attention
+    mask and KV cache, for a side memory that routes whole sequences).
     stop: end the forward pass after the last named module has run (saves the rest of the model).
     """
 
@@ -71,6 +75,7 @@ class Trace(dict):
         edit_output: EditFn | None = None,
         edit_input: EditFn | None = None,
         edit_io: EditIOFn | None = None,
+        on_call: CallFn | None = None,
         detach: bool = True,
         clone: bool = False,
         stop: bool = False,
@@ -92,6 +97,8 @@ class Trace(dict):
             seen: list[torch.Tensor] = []  # this call's input, for edit_io
 
             def pre_hook(mod, args, kwargs, name=name, record=record, seen=seen):
+                if on_call is not None:
+                    on_call(args, kwargs, name)
                 if args:
                     x = args[0]
                 else:  # called with keywords only (e.g. hidden_states=...)
@@ -124,7 +131,7 @@ class Trace(dict):
                     raise StopForward
                 return output
 
-            if retain_input or retain_args or edit_input is not None or edit_io is not None:
+            if retain_input or retain_args or edit_input is not None or edit_io is not None or on_call is not None:
                 self._handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
             self._handles.append(module.register_forward_hook(post_hook))
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from editkit.edit.memory import prompt_positions
 from editkit.tokens import batch_encode, encode, pad_id, pad_rows, target_ids
 
 
@@ -47,7 +48,9 @@ def score_targets(model, tokenizer, prompts: list[str], targets: list[str], batc
         chunk = order[start : start + batch_size]
         seqs = [rows[i][0] + rows[i][1] for i in chunk]
         ids, mask = pad_rows(seqs, pad_id(tokenizer))
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        prompt = torch.arange(ids.shape[1])[None] < torch.tensor([len(rows[i][0]) for i in chunk])[:, None]
+        with prompt_positions(prompt.to(device)):  # a side memory routing whole sequences decides on the prompt
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         for r, i in enumerate(chunk):
             head, tgt = rows[i]
             sl = logits[r, len(head) - 1 : len(head) + len(tgt) - 1].float().log_softmax(-1).cpu()

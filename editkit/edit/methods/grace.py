@@ -56,8 +56,9 @@ def distances(x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return d2.clamp_min(0).sqrt()
 
 
-def read(memory: Memory, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """The module's output with each position inside some key's radius replaced by that key's value."""
+def read(memory: Memory, x: torch.Tensor, out: torch.Tensor, _call: side.Call) -> torch.Tensor:
+    """The module's output with each position inside some key's radius replaced by that key's value (each
+    position on its own, so the call does not matter)."""
     keys = memory.tensors["keys"]
     if keys.shape[0] == 0:
         return out

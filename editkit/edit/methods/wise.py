@@ -1,7 +1,7 @@
 """WISE (Wang et al. 2024, "WISE: Rethinking the knowledge memory for lifelong model editing"): edits go into side
-memories, copies W' of one MLP output projection W, never into W itself; a router sends each input to the side
-memory whose activation score Δ(x) = ‖a(x)(W' − W)ᵀ‖ (a the projection's input) is above its threshold, and
-to the main memory W otherwise.
+memories, copies W' of one MLP output projection W, never into W itself; a router sends each input sequence to
+the side memory whose activation score, from Δ(x) = ‖a(x)(W' − W)ᵀ‖ at its positions (a the projection's
+input), is above its threshold, and to the main memory W otherwise.
 
 Per edit (paper §3.2) the current side memory is trained by SGD on the target's NLL plus the routing margins
     max(0, Δ_irr − α) + max(0, β − Δ_edit) + max(0, γ − (Δ_edit − Δ_irr)),
@@ -11,18 +11,32 @@ A memory's threshold is act_ratio × the smallest mean Δ_edit of its edits. Eve
 shards are TIES-merged (Yadav et al. 2023: trim to the top `density`, elect signs, average the agreeing
 entries) into the one merged side memory, with weight 0.6 on the one merged before (EasyEdit's WISE).
 
-editkit's choices, where the paper leaves the form to its code: routing is per position (a causal prefix is
-the query at each position, so teacher-forced scoring and cached generation route alike); Δ_edit is read
-from the subject's last token on (and W' replaces W there only, during training, as the router will read
-it), Δ_irr at the tokens before the subject in the edit prompt behind model-sampled prefixes (ROME's
-context prefixes; EasyEdit uses a dataset's locality prompt, which a plain request lacks);
-shards not merged yet are routed to like the merged memory (WISE-Retrieve's rule: the highest score above
-its threshold wins). Memories are stored as W' − W.
+Routing (EasyEdit's WISEAdapter.forward): a sequence's score for a memory is the mean Δ over its positions
+(their largest Δ when it has more than LONG, EasyEdit's rule for long inputs), and the whole sequence reads
+the memory with the highest score above its threshold (WISE-Retrieve's rule), or W when none is. EasyEdit
+averages over every position of each forward pass, padding and a teacher-forced target included, and on a
+cached generation step over that step's one new token, so its scoring and its generation route the same
+prompt differently. editkit's rule is the closest one that a KV cache keeps consistent: a sequence's route is
+decided on its first, uncached forward pass from its prompt tokens only (never padding; under
+`memory.prompt_positions`, which teacher-forced scoring sets, not the target's positions either) and kept,
+looked up by that sequence's KV cache, for every cached step after it. Scoring prompt + target teacher-forced
+and generating greedily from the prompt thus route alike and agree token for token.
+
+Training reads the side memory where the router will: W' replaces W at every position of the edit's rows
+(prefix + prompt + target; the router sends the whole sequence), Δ_edit is each row's sequence score over
+its prefix and prompt (what the router computes for it), and the threshold is act_ratio × the smallest, over
+a memory's edits, mean of Δ_edit over the rows (EasyEdit: the mean over an edit's rows of their mean Δ).
+Δ_irr is the sequence score of each row's text before the subject, a model-sampled prefix (ROME's context
+prefixes) and the template's words before the subject: a causal model scores that text alike on its own, so
+it stands for an unrelated sequence (EasyEdit uses a dataset's locality prompt, which a plain request lacks).
+Δ is the paper's ‖a(W' − W)ᵀ‖ (EasyEdit's code compares the two outputs after the model's activation
+function). Shards not merged yet are routed to like the merged memory. Memories are stored as W' − W.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 import torch
 
@@ -64,20 +78,56 @@ class WISEHParams(EditHParams):
     context_templates: list[list[int]] = bounded([[5, 5]], ge=1)
 
 
-def read(memory: Memory, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Each position's output from the side memory with the highest score above its threshold, else from W."""
+#: a sequence with more prompt tokens than this is scored by its largest Δ, not the mean (EasyEdit)
+LONG = 100
+
+#: KV cache -> {module: each sequence's route}, as decided on the sequence's first forward pass
+_ROUTES: WeakKeyDictionary = WeakKeyDictionary()
+
+
+def sequence_scores(scores: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    """Each sequence's score from its positions' Δ [..., batch, seq]: the mean over `positions` ([batch, seq]
+    bool; None: all), their largest Δ when there are more than LONG, 0 with none."""
+    if positions is None:
+        positions = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device)
+    kept = scores.masked_fill(~positions, 0)
+    n = positions.sum(-1)
+    return torch.where(n > LONG, kept.amax(-1), kept.sum(-1) / n.clamp_min(1))
+
+
+def route(scores: torch.Tensor, thresholds: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    """Each sequence's memory from the positions' Δ [memories, batch, seq]: the index of the highest sequence
+    score above its memory's threshold, -1 (the main memory W) when none is."""
+    s = sequence_scores(scores, positions)
+    above = s > thresholds[:, None]
+    best = torch.where(above, s, torch.full_like(s, -1.0)).argmax(0)
+    return torch.where(above.any(0), best, torch.full_like(best, -1))
+
+
+def read(memory: Memory, x: torch.Tensor, out: torch.Tensor, call: side.Call) -> torch.Tensor:
+    """Each sequence's output from the side memory its route names (decided on its first forward pass, kept
+    for the cached steps after it), else from W."""
     routes = [m for m in memory.meta["memories"] if m["threshold"] is not None]  # not the shard being trained
     if not routes:
         return out
-    deltas = torch.stack([x.float() @ memory.tensors[m["name"]].T for m in routes])  # [m, ..., out]
-    scores = deltas.norm(dim=-1)
-    thresholds = torch.tensor([m["threshold"] for m in routes], dtype=scores.dtype, device=scores.device)
-    above = scores > thresholds.view(-1, *[1] * (scores.dim() - 1))
-    if not bool(above.any()):
+    deltas = torch.stack([x.float() @ memory.tensors[m["name"]].T for m in routes])  # [m, batch, seq, out]
+    if call.past == 0:
+        thresholds = torch.tensor([m["threshold"] for m in routes], dtype=deltas.dtype, device=deltas.device)
+        chosen = route(deltas.norm(dim=-1), thresholds, call.query(x.shape[1]))
+        if call.cache is not None:
+            _ROUTES.setdefault(call.cache, {})[memory.module] = chosen
+    else:
+        chosen = _ROUTES.get(call.cache, {}).get(memory.module)
+        if chosen is None or chosen.shape[0] != x.shape[0]:
+            raise EditkitError(
+                f"WISE at {memory.module} routes a sequence on its first forward pass; this cached step continues "
+                "a KV cache that pass was not given. Pass the cache from the first call on (generate does)"
+            )
+    on = chosen >= 0
+    if not bool(on.any()):
         return out
-    best = torch.where(above, scores, torch.full_like(scores, -1.0)).argmax(0)
-    delta = torch.gather(deltas, 0, best[None, ..., None].expand(1, *deltas.shape[1:]))[0]
-    return torch.where(above.any(0)[..., None], out + delta.to(out.dtype), out)
+    delta = deltas[chosen.clamp_min(0), torch.arange(x.shape[0], device=x.device)]
+    return torch.where(on[:, None, None], out + delta.to(out.dtype), out)
 
 
 side.READERS[KIND] = read
@@ -169,28 +219,29 @@ def merge(memory: Memory, hp: WISEHParams) -> None:
 
 
 def rows(tokenizer, request: EditRequest, prefixes: list[str], device):
-    """prefix + prompt + target per prefix: ids, mask, target labels, and the positions read as the edit
-    (the subject's last token to the last one predicting the target) and as irrelevant (before the subject)."""
-    seqs, labels, spans = [], [], []
+    """prefix + prompt + target per prefix: ids, mask, target labels, and the positions that make a row's
+    sequence score as the edit (prefix and prompt) and as irrelevant text (before the subject)."""
+    seqs, labels, heads, starts = [], [], [], []
     for p in prefixes:
         text = fill(p, request)
         head, new = encode(tokenizer, text), target_ids(tokenizer, text, request.target_new)
-        start, end = subject_span(tokenizer, text, request.subject)
         seqs.append(head + new)
         labels.append([-100] * len(head) + new)
-        spans.append((start, end - 1, len(head) + len(new) - 1))
+        heads.append(len(head))
+        starts.append(subject_span(tokenizer, text, request.subject)[0])
     ids, mask = pad_rows(seqs, pad_id(tokenizer))
     lab, _ = pad_rows(labels, -100)
     pos = torch.arange(ids.shape[1])
-    edit = torch.stack([(pos >= last) & (pos < stop) for _, last, stop in spans])
-    irrelevant = torch.stack([pos < start for start, _, _ in spans])
+    edit = pos[None] < torch.tensor(heads)[:, None]
+    irrelevant = pos[None] < torch.tensor(starts)[:, None]
     return ids.to(device), mask.to(device), lab.to(device), edit.to(device), irrelevant.to(device)
 
 
 def train_shard(model, tokenizer, module: str, tau0, mask, request: EditRequest, hp: WISEHParams, prefixes):
-    """SGD on the shard's W' − W (masked, clamped) for one request; returns it and the mean edit score."""
+    """SGD on the shard's W' − W (masked, clamped) for one request; returns it and the rows' mean Δ_edit."""
     device = next(model.parameters()).device
     ids, attn, labels, edit, irrelevant = rows(tokenizer, request, prefixes, device)
+    unrelated = irrelevant.any(-1)
     W = weight_out_in(get_module(model, module)).detach().float()
     tau = tau0.detach().clone().requires_grad_(True)
     opt = torch.optim.SGD([tau], lr=hp.edit_lr)
@@ -198,17 +249,18 @@ def train_shard(model, tokenizer, module: str, tau0, mask, request: EditRequest,
     layer = get_module(model, module)
     seen: list[torch.Tensor] = []
 
-    def side_memory(x, out, name):  # W' in place of W where the edit is read (other memories are not read)
+    def side_memory(x, out, name):  # W' in place of W at every position (other memories are not read)
         delta = x.float() @ tau.T
         seen[:] = [delta]
-        return layer.forward(x) + (delta * edit[..., None]).to(out.dtype)
+        return layer.forward(x) + delta.to(out.dtype)
 
     with frozen(model), Trace(model, module, retain_output=False, edit_io=side_memory):
         for _ in range(hp.n_iter):
             logits = model(input_ids=ids, attention_mask=attn).logits.float()
             nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100)
             scores = seen[0].norm(dim=-1)
-            d_edit, d_irr = scores[edit], scores[irrelevant]
+            d_edit = sequence_scores(scores, edit)
+            d_irr = sequence_scores(scores[unrelated], irrelevant[unrelated])
             loss = nll + _positive_mean(beta - d_edit)
             if d_irr.numel():
                 loss = loss + _positive_mean(d_irr - alpha) + _positive_mean(gamma - (d_edit[:, None] - d_irr[None]))
@@ -223,7 +275,7 @@ def train_shard(model, tokenizer, module: str, tau0, mask, request: EditRequest,
                 tau.clamp_(-hp.norm_constraint, hp.norm_constraint)
         with torch.no_grad():
             model(input_ids=ids, attention_mask=attn)
-            act = float(seen[0].norm(dim=-1)[edit].mean())
+            act = float(sequence_scores(seen[0].norm(dim=-1), edit).mean())
     tau = tau.detach()
     if not torch.isfinite(tau).all():
         raise EditkitError(
