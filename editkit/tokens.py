@@ -28,6 +28,22 @@ def encode(tokenizer, text: str) -> list[int]:
     return ids
 
 
+def bos_to_prepend(tokenizer, prepend_bos: bool, what: str, fix: str) -> int | None:
+    """The BOS id to put first on every text (None when `prepend_bos` is off); a tokenizer without a BOS
+    token is one error line: `what` asks for it, `fix` says what to do."""
+    if not prepend_bos:
+        return None
+    if tokenizer.bos_token_id is None:
+        raise EditkitError(f"{what}, but this tokenizer has no BOS token (bos_token_id is None); {fix}")
+    return int(tokenizer.bos_token_id)
+
+
+def with_bos(ids: list[int], bos: int | None) -> list[int]:
+    """`ids` with `bos` first, unless `bos` is None or they already start with it (a tokenizer that adds its
+    own BOS gets no second one, as in TransformerLens)."""
+    return list(ids) if bos is None or ids[:1] == [bos] else [bos, *ids]
+
+
 def pad_rows(rows: list[list[int]], pad: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
     """Token rows padded with `pad` into `[n, longest]` ids and their attention mask (1 on real tokens).
 

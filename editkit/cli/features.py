@@ -62,6 +62,9 @@ def sae_train(
     normalize: Annotated[bool, typer.Option(help="Scale inputs to mean norm √d_in while training.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = 0,
     store: Annotated[Path | None, typer.Option(help="Activation store (HDF5; resumed if it exists).")] = None,
+    prepend_bos: Annotated[
+        bool, typer.Option(help="Put the tokenizer's BOS first on every text (recorded as prepend_bos in cfg.json).")
+    ] = False,
     hook_out: Annotated[
         str | None,
         typer.Option(help="Train a transcoder predicting this hook from --hook-in, e.g. blocks.0.hook_mlp_out."),
@@ -100,6 +103,7 @@ def sae_train(
         aux_k_coefficient=aux_k,
         matryoshka_widths=matryoshka_widths,
         seed=seed,
+        prepend_bos=prepend_bos,
         lr_decay_steps=steps // 5,
         normalize_activations="expected_average_only_in" if normalize else "none",
     )

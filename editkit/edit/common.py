@@ -8,7 +8,7 @@ import torch
 from editkit.errors import EditkitError
 from editkit.hooks import Trace
 from editkit.requests import EditRequest
-from editkit.tokens import encode, pad_id, pad_rows, subject_span, target_ids
+from editkit.tokens import encode, pad_id, pad_rows, subject_span, target_ids, with_bos
 
 PREFIX_STARTS = ["The", "Therefore", "Because", "I", "You"]
 
@@ -52,11 +52,14 @@ def subject_last(tokenizer, text: str, subject: str) -> int:
 
 
 @torch.no_grad()
-def io_at_subject(model, tokenizer, module: str, texts: list[str], subjects: list[str]):
-    """(input, output) of `module` at each text's subject-last token: `[n, in]`, `[n, out]`."""
+def io_at_subject(model, tokenizer, module: str, texts: list[str], subjects: list[str], bos: int | None = None):
+    """(input, output) of `module` at each text's subject-last token (`bos` first on each text where given):
+    `[n, in]`, `[n, out]`."""
     device = next(model.parameters()).device
-    rows = [encode(tokenizer, t) for t in texts]
-    idx = torch.tensor([subject_last(tokenizer, t, s) for t, s in zip(texts, subjects, strict=True)])
+    plain = [encode(tokenizer, t) for t in texts]
+    rows = [with_bos(r, bos) for r in plain]
+    last = [subject_last(tokenizer, t, s) for t, s in zip(texts, subjects, strict=True)]
+    idx = torch.tensor([i + len(r) - len(p) for i, r, p in zip(last, rows, plain, strict=True)])
     ids, mask = pad_rows(rows, pad_id(tokenizer))
     with Trace(model, module, retain_input=True, stop=True) as tr:
         model(input_ids=ids.to(device), attention_mask=mask.to(device))

@@ -7,6 +7,7 @@ log-probability, or its logit minus a second answer's) every feature i at every 
 a linear estimate of what zero-ablating it would remove (Syed et al. 2023, attribution patching;
 Marks et al. 2024, sparse feature circuits). The top features are then checked by really ablating each
 one (x ← x − f[t, i] W_dec,i at t) and, given a counterfactual prompt, by patching its activation there.
+Both prompts are read as the SAE was trained (its BOS first where `prepend_bos`); positions count that BOS.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from editkit.errors import EditkitError
 from editkit.features.hookpoints import hook_value, resolve_hook, trace_hook
 from editkit.features.sae import SAE
 from editkit.features.store import keep_mask
-from editkit.tokens import encode, subject_span, target_ids
+from editkit.tokens import encode, subject_span, target_ids, with_bos
 
 
 @dataclass
@@ -115,7 +116,10 @@ def attribute_features(
     hook = resolve_hook(adapter, sae.cfg.hook_name)
     device = next(model.parameters()).device
     sae = sae.to(device)
-    ids = torch.tensor([encode(tokenizer, prompt)], device=device)
+    bos = sae.bos(tokenizer)
+    plain = encode(tokenizer, prompt)
+    ids = torch.tensor([with_bos(plain, bos)], device=device)
+    shift = ids.shape[1] - len(plain)  # 1 where a BOS was put first
     if target is None:
         with torch.no_grad():
             target = tokenizer.decode(model(input_ids=ids).logits[0, -1].argmax().item()).strip()
@@ -136,7 +140,7 @@ def attribute_features(
         target=target,
         target_alt=target_alt,
         metric=m,
-        subject_range=subject_span(tokenizer, prompt, subject) if subject else None,
+        subject_range=tuple(p + shift for p in subject_span(tokenizer, prompt, subject)) if subject else None,
         counterfactual=counterfactual,
         features=[
             FeatureScore(feat, pos, tokens[pos], f[pos, feat].item(), scores[pos, feat].item())
@@ -157,7 +161,7 @@ def verify(model, tokenizer, hook, sae: SAE, ids: torch.Tensor, result: Attribut
         s.ablation = value - result.metric
     if result.counterfactual is None:
         return
-    cf_ids = torch.tensor([encode(tokenizer, result.counterfactual)], device=ids.device)
+    cf_ids = torch.tensor([with_bos(encode(tokenizer, result.counterfactual), sae.bos(tokenizer))], device=ids.device)
     with torch.no_grad(), trace_hook(model, hook) as tr:
         model(input_ids=cf_ids)
     cf = sae.encode(hook_value(tr, hook))[0]

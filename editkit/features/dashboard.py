@@ -59,8 +59,9 @@ def densest_features(model, tokenizer, adapter, sae: SAE, texts: list[str], n: i
     hook = resolve_hook(adapter, sae.cfg.hook_name)
     device = next(model.parameters()).device
     counts = torch.zeros(sae.cfg.d_sae)
+    bos = sae.bos(tokenizer)
     for start in range(0, len(texts), 32):
-        x = hook_activations(model, tokenizer, hook, texts[start : start + 32], sae.cfg.context_size)
+        x = hook_activations(model, tokenizer, hook, texts[start : start + 32], sae.cfg.context_size, bos=bos)
         counts += (sae.encode(x.to(device)).cpu() > 0).sum(0).float()
     ranked = sorted(range(sae.cfg.d_sae), key=lambda i: (-counts[i].item(), i))
     return [i for i in ranked[:n] if counts[i] > 0]

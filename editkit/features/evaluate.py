@@ -67,6 +67,7 @@ def evaluate_sae(
     SAE is trained on: special tokens such as a prepended BOS keep their clean activation."""
     hook = resolve_hook(adapter, sae.cfg.hook_name)
     target = output_hook(adapter, sae)
+    bos = sae.bos(tokenizer)  # texts read as in training: with its BOS first where it was trained so
     device = next(model.parameters()).device
     sae = sae.to(device)
     ce = torch.zeros(3, dtype=torch.float64)
@@ -77,7 +78,7 @@ def evaluate_sae(
     fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
     hat_sq = hat_dot = 0.0
     for i in range(0, len(texts), batch_size):
-        ids, mask = tokenize(tokenizer, texts[i : i + batch_size], context_size)
+        ids, mask = tokenize(tokenizer, texts[i : i + batch_size], context_size, bos)
         ids_d, mask_d = ids.to(device), mask.to(device)
         with trace_hooks(model, [hook, target]) as tr:
             clean = model(input_ids=ids_d, attention_mask=mask_d).logits

@@ -10,6 +10,9 @@ transformers). Both return the `EditResult` of the editing methods: saved, appli
   change δ* that makes the new target likely (optimised as ROME's v*) is expressed in features picked by
   matching pursuit (c_j > 0 strengthens a feature, c_j < 0 weakens it), and s is the smallest strength,
   by line search, at which the new target is the top prediction.
+
+Neither edit encodes activations with the SAE (both use only its decoder directions), so the prompts are read
+as the edited model is used and evaluated, without the BOS an SAE with `prepend_bos` was trained with.
 """
 
 from __future__ import annotations

@@ -52,12 +52,13 @@ def scan_features(
     hook = resolve_hook(adapter, sae.cfg.hook_name)
     for feature in features:
         sae.check_feature(feature)
+    bos = sae.bos(tokenizer)
     device = next(model.parameters()).device
     best: dict[int, list[tuple[float, list[int], list[float], int]]] = {i: [] for i in features}
     seen: dict[int, list[torch.Tensor]] = {i: [] for i in features}
     n_tokens = 0
     for start in range(0, len(texts), 32):
-        ids, mask = tokenize(tokenizer, texts[start : start + 32], sae.cfg.context_size)
+        ids, mask = tokenize(tokenizer, texts[start : start + 32], sae.cfg.context_size, bos)
         with trace_hook(model, hook, stop=True) as tr:
             model(input_ids=ids.to(device), attention_mask=mask.to(device))
         keep = keep_mask(ids, mask, tokenizer, skip_bos=True)

@@ -27,8 +27,9 @@ def run_sae_train(
     hook_out: str | None = None,
     **train_kwargs,
 ) -> dict:
-    """Cache activations (resumable), train an SAE (a transcoder from `hook` to `hook_out` where that is
-    given), save it in SAELens format with its evaluation."""
+    """Cache activations (resumable; every text with the tokenizer's BOS first where `prepend_bos` is among
+    `train_kwargs`), train an SAE (a transcoder from `hook` to `hook_out` where that is given), save it in
+    SAELens format with its evaluation."""
     from editkit.corpus import open_corpus
     from editkit.features.evaluate import evaluate_sae
     from editkit.features.hookpoints import hook_width, resolve_hook
@@ -55,7 +56,18 @@ def run_sae_train(
     store = store or out.parent / f"{out.name}.activations.h5"
     with progress_bar("caching activations", max_tokens, "tokens", progress) as tick:
         cache_activations(
-            m, tok, adapter, hp, corpus, store, max_tokens, model, cfg.context_size, progress=tick, hook_out=hp_out
+            m,
+            tok,
+            adapter,
+            hp,
+            corpus,
+            store,
+            max_tokens,
+            model,
+            cfg.context_size,
+            progress=tick,
+            hook_out=hp_out,
+            prepend_bos=cfg.prepend_bos,
         )
     acts = ActivationStore(store)
     sae, log = train_sae(acts.batches(cfg.batch_size, cfg.seed), cfg, progress=progress)

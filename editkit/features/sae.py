@@ -14,6 +14,8 @@ transcoders (`architecture` "transcoder" for a ReLU encoder, "jumprelu_transcode
 of `editkit.features.saes`, registered by its file name. `SAE(cfg)` builds the class of `cfg.architecture`.
 `cfg.json` is written with the keys of SAELens ≥ 6 (`metadata` holds model and hook) and, flat beside them,
 the keys older SAELens versions read (`hook_name`, `activation_fn_kwargs`, …), so either loads it.
+`prepend_bos` (in `metadata` and flat) says whether every text it was trained on started with the tokenizer's
+BOS; editkit puts it first wherever it reads text for the SAE (`SAE.bos`).
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from torch import nn
 from editkit.errors import EditkitError
 from editkit.io import atomic_directory, read_json
 from editkit.tensors import dtype_of
+from editkit.tokens import bos_to_prepend
 
 CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
+EDITKIT_FORMAT = 2  # 2: `prepend_bos` says what training did (format 1 wrote true and prepended nothing)
 NORMALISATIONS = ("none", "expected_average_only_in")
 _SHARED = ("W_enc", "W_dec", "b_dec")  # every other tensor is per feature, [d_sae]
 
@@ -78,6 +82,7 @@ class SAEConfig:
     resample_until: float = 0.6
     seed: int = 0
     context_size: int = 128
+    prepend_bos: bool = False  # every text starts with the tokenizer's BOS (SAELens / TransformerLens)
     dataset_path: str = ""
 
     def __post_init__(self) -> None:
@@ -123,7 +128,7 @@ class SAEConfig:
             "hook_layer": self.layer,
             "hook_head_index": None,
             "context_size": self.context_size,
-            "prepend_bos": True,
+            "prepend_bos": self.prepend_bos,
             "dataset_path": self.dataset_path,
             "sae_lens_version": "6.0.0",
             "sae_lens_training_version": "6.0.0",
@@ -144,6 +149,7 @@ class SAEConfig:
             "model_from_pretrained_kwargs": {},
             "sae_lens_version": "6.0.0",
             "editkit": True,
+            "editkit_format": EDITKIT_FORMAT,
             **cls.saelens_fields(self),
         }
 
@@ -183,8 +189,23 @@ class SAEConfig:
         known["normalize_activations"] = "none" if norm in (None, False) else norm
         known["context_size"] = known.get("context_size") or meta.get("context_size") or 128
         known["dataset_path"] = known.get("dataset_path") or meta.get("dataset_path") or ""
+        known["prepend_bos"] = _prepend_bos(raw, meta, where)
         known["dtype"] = str(known.get("dtype", "float32")).removeprefix("torch.")
         return cls(architecture=arch.name, **own, **known)
+
+
+def _prepend_bos(raw: dict, meta: dict, where: str) -> bool:
+    """Whether the SAE was trained on text with a BOS first: `metadata.prepend_bos` (SAELens ≥ 6), else the
+    flat key (older SAELens), else true, SAELens's default (its training config and its loader of pre-6 files).
+    editkit files before format 2 say true, but editkit never prepended a BOS then: they read as false."""
+    if raw.get("editkit") is True and raw.get("editkit_format", 1) < 2:
+        return False
+    value = meta.get("prepend_bos")
+    value = raw.get("prepend_bos") if value is None else value
+    value = True if value is None else value
+    if not isinstance(value, bool):
+        raise EditkitError(f"{where}: prepend_bos must be true or false, got {value!r}")
+    return value
 
 
 def _saelens_names() -> list[str]:
@@ -237,6 +258,7 @@ class SAE(nn.Module):
     def __init__(self, cfg: SAEConfig):
         super().__init__()
         self.cfg = cfg
+        self.source = ""  # the directory it was loaded from, to name it in messages
         dtype = dtype_of(cfg.dtype)
         g = torch.Generator().manual_seed(cfg.seed)
         # April 2024 update: small decoder norms, W_enc = W_decᵀ (a transcoder's encoder drawn alike, apart)
@@ -362,6 +384,14 @@ class SAE(nn.Module):
             )
         return feature
 
+    def bos(self, tokenizer) -> int | None:
+        """The BOS id to put first on every text it reads (None unless `prepend_bos`); a tokenizer without
+        one is an error naming the SAE."""
+        kind = "transcoder" if self.cfg.is_transcoder else "SAE"
+        what = f"the {kind} {self.source or self.cfg.hook_name} was trained with a BOS first (prepend_bos true)"
+        fix = "use it with the model it was trained on, or set prepend_bos false in its cfg.json if it had none"
+        return bos_to_prepend(tokenizer, self.cfg.prepend_bos, what, fix)
+
     def direction(self, feature: int) -> torch.Tensor:
         """Unit-norm decoder direction of `feature` `[d_in]`."""
         d = self.W_dec[self.check_feature(feature)].detach()
@@ -423,4 +453,5 @@ class SAE(nn.Module):
         cfg.dtype = str(tensors["W_enc"].dtype).removeprefix("torch.")
         sae = arch(cfg)
         sae.load_state_dict(tensors)
+        sae.source = str(path)
         return sae.to(device).eval()

@@ -5,6 +5,8 @@ on (special tokens such as a BOS, the attention sink of models like SmolLM2, are
 - `add`:   x ← x + α W_dec,i                       (α = 0 changes nothing, bit for bit)
 - `clamp`: x ← x + (v − f_i(x)) W_dec,i            (the feature reads v; the SAE's error term is kept)
 Generation is greedy and re-runs the whole sequence each step, so positions mean the same at every step.
+The prompt is read as the SAE was trained, with its BOS first where `prepend_bos` (positions count it), with
+and without steering alike.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from editkit.errors import EditkitError
 from editkit.features.hookpoints import resolve_hook, trace_hook
 from editkit.features.sae import SAE
 from editkit.features.store import keep_mask
-from editkit.tokens import encode
+from editkit.tokens import encode, with_bos
 
 
 @dataclass
@@ -64,11 +66,11 @@ def steering_edit(
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompt: str, max_new_tokens: int, edit=None, hook=None) -> str:
-    """Greedy continuation of `prompt` (without the prompt), with `edit` applied at `hook` if given, at the
-    positions the SAE is trained on (not at special tokens)."""
+def generate(model, tokenizer, prompt: str, max_new_tokens: int, edit=None, hook=None, bos: int | None = None) -> str:
+    """Greedy continuation of `prompt` (`bos` first where given; without the prompt), with `edit` applied at
+    `hook` if given, at the positions the SAE is trained on (not at special tokens)."""
     device = next(model.parameters()).device
-    ids = torch.tensor([encode(tokenizer, prompt)], device=device)
+    ids = torch.tensor([with_bos(encode(tokenizer, prompt), bos)], device=device)
     start = ids.shape[1]
     for _ in range(max_new_tokens):
         if edit is None:
@@ -96,8 +98,10 @@ def max_activations(
     from editkit.io import atomic_write_bytes, cache_root
     from editkit.tensors import fingerprint
 
+    bos = sae.bos(tokenizer)
     key = fingerprint([*sae.state_dict().items(), *model.named_parameters()], sample=4096)  # SAE and model
-    ident = hashlib.sha256(f"{key}:{corpus.identity}:{n_texts}".encode()).hexdigest()[:24]
+    read = f"{key}:{corpus.identity}:{n_texts}" + (":bos" if bos is not None else "")  # keys without BOS as before
+    ident = hashlib.sha256(read.encode()).hexdigest()[:24]
     path = cache_root(cache_dir) / "feature-max" / f"{ident}.safetensors"
     if path.exists():
         return load_file(path)["max"]
@@ -106,7 +110,7 @@ def max_activations(
     best = torch.zeros(sae.cfg.d_sae)
     texts = list(islice(corpus.texts(), n_texts))
     for i in range(0, len(texts), batch_size):
-        x = hook_activations(model, tokenizer, hook, texts[i : i + batch_size], sae.cfg.context_size)
+        x = hook_activations(model, tokenizer, hook, texts[i : i + batch_size], sae.cfg.context_size, bos=bos)
         if len(x):
             best = torch.maximum(best, sae.encode(x.to(device)).amax(0).float().cpu())
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,11 +135,12 @@ def steer(
     hook = resolve_hook(adapter, sae.cfg.hook_name)
     sae = sae.to(next(model.parameters()).device)
     edit = steering_edit(sae, feature, clamp, add, positions)
+    bos = sae.bos(tokenizer)
     return SteerResult(
         prompt=prompt,
         feature=feature,
         mode="clamp" if clamp is not None else "add",
         value=float(clamp if clamp is not None else add),
-        baseline=generate(model, tokenizer, prompt, max_new_tokens),
-        steered=generate(model, tokenizer, prompt, max_new_tokens, edit, hook),
+        baseline=generate(model, tokenizer, prompt, max_new_tokens, bos=bos),
+        steered=generate(model, tokenizer, prompt, max_new_tokens, edit, hook, bos),
     )

@@ -4,7 +4,9 @@ The file holds `activations [n_tokens, d_in]` (chunked, grown as batches arrive)
 store, `activations_out [n_tokens, d_out]` at a second hook for the same tokens of the same forward
 pass; as attributes, the model, hook(s), corpus, context size, tokens written and texts consumed.
 Writing again to the same file with the same settings (and batch size) resumes where it stopped, within
-a batch if need be. Padding and special tokens are skipped (BOS too, unless `skip_bos=False`).
+a batch if need be. Padding and special tokens are skipped (BOS too, unless `skip_bos=False`). With
+`prepend_bos` every text gets the tokenizer's BOS first (as SAELens trains with `prepend_bos`); the store
+records it, so stores with and without it never mix.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from editkit.corpus import open_corpus
 from editkit.errors import EditkitError
 from editkit.features.hookpoints import HookPoint, hook_value, hook_width, trace_hooks
 from editkit.tensors import fingerprint
-from editkit.tokens import pad_id, pad_rows
+from editkit.tokens import bos_to_prepend, pad_id, pad_rows, with_bos
 
 DATASET, DATASET_OUT = "activations", "activations_out"
 
@@ -34,27 +36,47 @@ def keep_mask(ids: torch.Tensor, mask: torch.Tensor, tokenizer, skip_bos: bool) 
     return keep
 
 
-def tokenize(tokenizer, texts: list[str], context_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded `input_ids` and `attention_mask` of `texts`, each truncated to `context_size` tokens."""
-    rows = [r for r in tokenizer(texts, truncation=True, max_length=context_size)["input_ids"] if r]
+def tokenize(
+    tokenizer, texts: list[str], context_size: int, bos: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded `input_ids` and `attention_mask` of `texts`, each with `bos` first where given (and not
+    already there), truncated to `context_size` tokens (the BOS counted)."""
+    rows = tokenizer(texts, truncation=True, max_length=context_size)["input_ids"]
+    rows = [with_bos(r, bos)[:context_size] for r in rows if r]
     if not rows:
         raise EditkitError("every text in the batch tokenizes to nothing; pass a corpus with visible text")
     return pad_rows(rows, pad_id(tokenizer))
 
 
 @torch.no_grad()
-def hook_activations(model, tokenizer, hook: HookPoint, texts: list[str], context_size: int, skip_bos: bool = True):
-    """Activations `[n_kept, d_in]` at `hook` for the kept tokens of `texts` (each truncated to `context_size`)."""
-    return paired_activations(model, tokenizer, [hook], texts, context_size, skip_bos)[0]
+def hook_activations(
+    model,
+    tokenizer,
+    hook: HookPoint,
+    texts: list[str],
+    context_size: int,
+    skip_bos: bool = True,
+    bos: int | None = None,
+):
+    """Activations `[n_kept, d_in]` at `hook` for the kept tokens of `texts` (each truncated to `context_size`,
+    `bos` first where given)."""
+    return paired_activations(model, tokenizer, [hook], texts, context_size, skip_bos, bos)[0]
 
 
 @torch.no_grad()
 def paired_activations(
-    model, tokenizer, hooks: list[HookPoint], texts: list[str], context_size: int, skip_bos: bool = True
+    model,
+    tokenizer,
+    hooks: list[HookPoint],
+    texts: list[str],
+    context_size: int,
+    skip_bos: bool = True,
+    bos: int | None = None,
 ) -> list[torch.Tensor]:
-    """Activations `[n_kept, width]` at each of `hooks`, for the same kept tokens of one forward pass."""
+    """Activations `[n_kept, width]` at each of `hooks`, for the same kept tokens of one forward pass (`bos`
+    first on every text where given)."""
     device = next(model.parameters()).device
-    ids, mask = tokenize(tokenizer, texts, context_size)
+    ids, mask = tokenize(tokenizer, texts, context_size, bos)
     with trace_hooks(model, hooks, stop=True) as tr:
         model(input_ids=ids.to(device), attention_mask=mask.to(device))
     keep = keep_mask(ids, mask, tokenizer, skip_bos).to(device)
@@ -76,18 +98,20 @@ def cache_activations(
     texts: Iterable[str] | None = None,
     progress=None,
     hook_out: HookPoint | None = None,
+    prepend_bos: bool = False,
 ) -> Path:
     """Stream `hook`'s activations over `corpus` into `path` until `max_tokens` are stored (or the corpus
-    ends), with `hook_out`'s beside them for a transcoder; resumes a file written with the same settings.
-    `progress(n_tokens)` is called per batch."""
+    ends), with `hook_out`'s beside them for a transcoder, every text with the tokenizer's BOS first where
+    `prepend_bos`; resumes a file written with the same settings. `progress(n_tokens)` is called per batch."""
     import h5py
 
+    bos = bos_to_prepend(tokenizer, prepend_bos, "--prepend-bos puts a BOS first on every text", "drop --prepend-bos")
     path = Path(path)
     hooks = [hook] if hook_out is None else [hook, hook_out]
     names = (DATASET, DATASET_OUT)[: len(hooks)]
     widths = {name: hook_width(model, adapter, h) for name, h in zip(names, hooks, strict=True)}
     attrs = {"model": model_name, "hook_name": hook.name, "corpus": corpus, "context_size": context_size}
-    attrs["skip_bos"], attrs["d_in"] = skip_bos, widths[DATASET]
+    attrs["skip_bos"], attrs["prepend_bos"], attrs["d_in"] = skip_bos, prepend_bos, widths[DATASET]
     if hook_out is not None:
         attrs["hook_name_out"], attrs["d_out"] = hook_out.name, widths[DATASET_OUT]
     # The weights, not just the name: a store of another model's activations must never be resumed.
@@ -106,7 +130,7 @@ def cache_activations(
             if not batch:
                 f.attrs["complete"] = True
                 break
-            acts = paired_activations(model, tokenizer, hooks, batch, context_size, skip_bos)
+            acts = paired_activations(model, tokenizer, hooks, batch, context_size, skip_bos, bos)
             for name, a in zip(widths, acts, strict=True):
                 new = a[partial : partial + max_tokens - n]
                 f[name].resize(n + len(new), axis=0)
@@ -122,6 +146,9 @@ def cache_activations(
     return path
 
 
+_BEFORE_KEY = {"prepend_bos": False}  # what a store written before the key existed did
+
+
 def _check_or_init(f, path: Path, attrs: dict, widths: dict[str, int]) -> None:
     if DATASET not in f:
         for name, d in widths.items():
@@ -134,9 +161,11 @@ def _check_or_init(f, path: Path, attrs: dict, widths: dict[str, int]) -> None:
             f"{path} holds {has}; pass a new --store path for this {'transcoder' if DATASET_OUT in widths else 'SAE'}"
         )
     for key, value in attrs.items():
-        if f.attrs.get(key) != value:
+        have = f.attrs.get(key, _BEFORE_KEY.get(key))
+        have = have.item() if isinstance(have, np.generic) else have
+        if have != value:
             raise EditkitError(
-                f"{path} holds activations with {key}={f.attrs.get(key)!r}, not {value!r}; "
+                f"{path} holds activations with {key}={have!r}, not {value!r}; "
                 "pass a new --store path or the same settings to resume"
             )
 

@@ -14,6 +14,9 @@ key. The subject's MLP output becomes v*, and any token writes Λ·uᵀh more, i
 hidden state reads as those features: what the features write gains Λ. ROME's u is C⁻¹k̄ instead, keyed on
 the subject's hidden state. E[h f] for every feature takes one pass over a corpus (`FeatureKeys`), shared by
 every edit with the same transcoder.
+
+The transcoder's features (f̄ at the subject, E[h f]) are read as it was trained, with its BOS first where its
+cfg says `prepend_bos`; ROME's parts (v*, k, C) read the prompts as the edited model is used and evaluated.
 """
 
 from __future__ import annotations
@@ -75,9 +78,10 @@ class FeatureKeys:
             resolve_hook(adapter, f"blocks.{layer}.hook_mlp_post"),
         ]
         mean, hidden, n = None, None, 0
+        bos = transcoder.bos(tokenizer)
         stream = iter(texts)
         while n < n_tokens and (batch := list(islice(stream, batch_size))):
-            x, h = paired_activations(model, tokenizer, hooks, batch, transcoder.cfg.context_size)
+            x, h = paired_activations(model, tokenizer, hooks, batch, transcoder.cfg.context_size, bos=bos)
             x, h = x[: n_tokens - n], h[: n_tokens - n]
             f = transcoder.encode(x.to(transcoder.W_enc.device)).double().cpu()
             mean = f.sum(0) if mean is None else mean + f.sum(0)
@@ -122,6 +126,7 @@ def transcoder_edit(
     choice); one rank-one update of the MLP output projection per request, recorded (with the features and
     their weights) in the EditResult."""
     layer = mlp_layer(adapter, transcoder)
+    bos = transcoder.bos(tokenizer)
     transcoder = transcoder.to(next(model.parameters()).device)
     prefixes = context_prefixes(model, tokenizer, hp.context_templates, hp.seed)
     result = EditResult(
@@ -136,7 +141,8 @@ def transcoder_edit(
     )
     for request in requests:
         texts = [fill(p, request) for p in prefixes]
-        x, _ = io_at_subject(model, tokenizer, adapter.name("mlp", layer), texts, [request.subject] * len(texts))
+        subjects = [request.subject] * len(texts)
+        x, _ = io_at_subject(model, tokenizer, adapter.name("mlp", layer), texts, subjects, bos)
         weights = choose_features(transcoder, keys, x.float(), n_features, features)
         g = keys.hidden[:, list(weights)] @ torch.tensor(list(weights.values()), dtype=torch.float64)
         u = stats.solve(layer, g.to(x.device))
