@@ -222,7 +222,7 @@ def test_transcoder_features_read_bos_first(toy, tmp_path):
 
 def test_shipped_toy_numbers_are_unchanged(toy):
     """Numbers of `editkit sae eval toy data/toy/<dir> --texts 60 --skip 20000 --json`, measured with the code
-    before prepend_bos existed (fb4de98): the shipped files now say false, and read exactly as before."""
+    before prepend_bos existed (main at c104c46): the shipped files now say false, and read exactly as before."""
     from editkit.features.evaluate import evaluate_sae
 
     model, tok, adapter = toy
