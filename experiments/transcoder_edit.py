@@ -67,7 +67,11 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         summary[method] = {**{k: round(v, 4) for k, v in means.items()}, "seconds": round(seconds, 1)}
         summary[method]["revert_exact"] = exact
-        print(f"{method}: " + ", ".join(f"{k} {v:.1%}" for k, v in means.items()) + f"; {seconds:.0f}s; exact revert {exact}")
+        print(
+            f"{method}: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in means.items())
+            + f"; {seconds:.0f}s; exact revert {exact}"
+        )
     print(
         json.dumps(
             {
