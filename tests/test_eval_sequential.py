@@ -76,6 +76,55 @@ def test_checkpoints_equal_separate_runs_and_resume_gives_the_same_curves(toy, r
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_resume_continues_from_the_saved_edit_without_re_editing(toy, records, probe, tmp_path):
+    """A method's editor saves the accumulated edit after every measured step: killed at its third edit, the
+    run resumes from the two saved edits (one more call of the method), to the curves of an unbroken run; the
+    final resume point is the whole sequence's edit, which reproduces the edited weights bit for bit."""
+    from editkit.edit import EditResult
+
+    model, tok, _ = toy
+    before = model_fingerprint(model)
+    full = run(toy, records, [1, 3], tmp_path / "full", probe)
+    editor = make_editor("ft-l", toy, None, "toy", sequential=True)[0]
+    calls = []
+    original = editor.apply
+
+    def killed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    editor.apply = killed
+    with pytest.raises(KeyboardInterrupt):
+        run(toy, records, [1, 3], tmp_path / "r", probe, editor=editor)
+    state = json.loads((tmp_path / "r" / "resume" / "state.json").read_text())
+    assert state["edits"] == 2 and model_fingerprint(model) == before
+    again = make_editor("ft-l", toy, None, "toy", sequential=True)[0]
+    again_calls, inner = [], again.apply
+    again.apply = lambda *a, **k: again_calls.append(1) or inner(*a, **k)
+    assert run(toy, records, [1, 3], tmp_path / "r", probe, editor=again, resume=True) == full
+    assert again_calls == [1] and model_fingerprint(model) == before  # only the third request was edited
+    final = EditResult.load(tmp_path / "r" / "resume" / "edit")
+    assert len(final.requests) == 3 and json.loads((tmp_path / "r" / "resume" / "state.json").read_text())["edits"] == 3
+    final.apply(model)
+    try:
+        assert model_fingerprint(model) != before
+    finally:
+        final.revert(model)
+    assert model_fingerprint(model) == before
+
+
+def test_a_resume_point_of_other_requests_is_refused(toy, records, probe, tmp_path):
+    run(toy, records, [1], tmp_path / "r", probe)
+    (tmp_path / "r" / "steps.jsonl").unlink()  # work left to do, so the resume point is read
+    other = [records[1], records[0]]
+    model, tok, _ = toy
+    editor = make_editor("ft-l", toy, None, "toy", sequential=True)[0]
+    with pytest.raises(EditkitError, match="holds an edit of other requests"):
+        run_eval(model, tok, other[:1], seq([1], 1), tmp_path / "r", editor, True, progress=False, probe=probe)
+
+
 def test_capability_every_n_edits_measures_those_steps_and_the_checkpoints(toy, records, probe, tmp_path):
     """--capability-every 2 to checkpoint 3: capability after edits 2 and 3 only, the same values as measured
     after every edit, and the same checkpoint scores (measuring changes nothing it measures)."""

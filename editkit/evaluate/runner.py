@@ -424,6 +424,10 @@ def _run_checkpoints(model, tok, mine, config: EvalConfig, cfg: dict, out: Path,
 
     applied: list[Applied] = []
     pres: dict[int, dict | None] = {}
+    saves = callable(getattr(editor, "resume", None))  # a method's editor: its accumulated edit can be saved
+    start = _load_resume(out, model, editor, mine, pres) if saves else 0
+    if start:
+        applied.append(editor.history[-1])
     edits = 0
     with _Progress(sum(points), suites.HEADLINE[suites.suite_of(config.dataset)], enabled=progress) as bar:
         bar.add(cases)
@@ -431,6 +435,9 @@ def _run_checkpoints(model, tok, mine, config: EvalConfig, cfg: dict, out: Path,
             for chunk in _chunks(mine, config):
                 if not missing(edits + len(chunk)):
                     break
+                if edits + len(chunk) <= start:  # in the saved edit, with every result up to it
+                    edits += len(chunk)
+                    continue
                 pres.update({r.case_id: suites.pre_edit(model, tok, r, opts) for r in chunk})
                 applied.append(editor(model, tok, [r.request() for r in chunk]))
                 edits += len(chunk)
@@ -438,26 +445,61 @@ def _run_checkpoints(model, tok, mine, config: EvalConfig, cfg: dict, out: Path,
                     step = {"edits": edits, **_measure(probe, model, tok, base, applied[-1])}
                     append_case(steps_log, step)
                     steps.append(step)
-                if edits not in points:
-                    continue
-                scored = mine[:edits]
-                if all((edits, r.case_id) in done for r in scored):
-                    continue
-                parts = _score(model, tok, scored, opts, [pres[r.case_id] for r in scored], refs, applied[-1])
-                at = next((s for s in steps if s["edits"] == edits), None)
-                cap = {k: v for k, v in at.items() if k != "edits"} if at is not None else None
-                for r, part in zip(scored, parts, strict=True):
-                    if (edits, r.case_id) in done:
-                        continue
-                    case = {"checkpoint": edits, "case_id": r.case_id, "subject": r.subject, **part}
-                    if cap is not None:
-                        case["capability"] = cap
-                    append_case(log, case)
-                    cases.append(case)
-                    bar.add([case])
+                if edits in points and not all((edits, r.case_id) in done for r in mine[:edits]):
+                    scored = mine[:edits]
+                    parts = _score(model, tok, scored, opts, [pres[r.case_id] for r in scored], refs, applied[-1])
+                    at = next((s for s in steps if s["edits"] == edits), None)
+                    cap = {k: v for k, v in at.items() if k != "edits"} if at is not None else None
+                    for r, part in zip(scored, parts, strict=True):
+                        if (edits, r.case_id) in done:
+                            continue
+                        case = {"checkpoint": edits, "case_id": r.case_id, "subject": r.subject, **part}
+                        if cap is not None:
+                            case["capability"] = cap
+                        append_case(log, case)
+                        cases.append(case)
+                        bar.add([case])
+                if saves and (measured(edits) or edits in points):  # everything up to here is written
+                    _save_resume(out, applied[-1], edits, pres)
         finally:
             _revert_all(applied, model)
     return write_summary(out, cases, cfg, base, sorted(steps, key=lambda s: s["edits"]))
+
+
+#: A sequential run's latest accumulated edit (`edit/`, an EditResult directory) and the pre-edit measurements
+#: of its records (`state.json`): --resume continues from it instead of re-editing from the start.
+RESUME = "resume"
+
+
+def _save_resume(out: Path, result, edits: int, pres: dict) -> None:
+    """Replace the run's resume point with the edit after `edits` edits (atomically)."""
+    from editkit.io import atomic_directory
+
+    with atomic_directory(out / RESUME, replace_if="state.json") as tmp:
+        result.write_into(tmp / "edit")
+        state = {"edits": edits, "pres": [[k, v] for k, v in pres.items()]}
+        (tmp / "state.json").write_text(json.dumps(state) + "\n")
+
+
+def _load_resume(out: Path, model, editor, mine: list[Record], pres: dict) -> int:
+    """The edit count of the run's resume point, its edit written into `model` and handed to `editor`, its
+    records' pre-edit measurements put in `pres`; 0 when there is none."""
+    from editkit.edit import EditResult
+
+    state_file = out / RESUME / "state.json"
+    if not state_file.exists():
+        return 0
+    state = read_json(state_file, "resume point", f"delete {out / RESUME} to re-edit from the start")
+    result = EditResult.load(out / RESUME / "edit")
+    edits = state["edits"]
+    if edits > len(mine) or result.requests != [r.request() for r in mine[:edits]]:
+        raise EditkitError(
+            f"{out / RESUME} holds an edit of other requests than this run's first {edits}; delete it to "
+            "re-edit from the start"
+        )
+    editor.resume(model, result)
+    pres.update({k: v for k, v in state["pres"]})
+    return edits
 
 
 class _Progress:
@@ -498,8 +540,7 @@ def make_editor(
         if hparams_file is not None:
             raise EditkitError("--hparams needs an edit method; drop it or pass --method rome (or memit, ...)")
         return no_editor, {}
-    from editkit.edit import METHODS, Stats, check_layers, load_hparams, restored_on_error
-    from editkit.edit.common import check_requests
+    from editkit.edit import METHODS, Stats, check_layers, load_hparams
     from editkit.edit.hparams import to_dict
 
     if method not in METHODS:
@@ -508,17 +549,38 @@ def make_editor(
     hp = load_hparams(method, model_name, hparams_file, overrides)
     check_layers(adapter, hp.layers)
     stats = Stats(model, tok, adapter, hp.mom2_corpus, hp.mom2_n_tokens) if apply.needs_stats(hp) else None
-    history = []
+    return MethodEditor(apply, adapter, hp, stats, sequential), to_dict(hp)
 
-    def editor(model, tokenizer, requests: list[EditRequest]):
+
+@dataclass
+class MethodEditor:
+    """A registered method as an `Editor`; in sequential mode each call extends the previous call's result."""
+
+    apply: Callable
+    adapter: object
+    hp: object
+    stats: object
+    sequential: bool
+    history: list = field(default_factory=list)
+
+    def __call__(self, model, tokenizer, requests: list[EditRequest]):
+        from editkit.edit import restored_on_error
+        from editkit.edit.common import check_requests
+
         check_requests(tokenizer, requests)
-        with restored_on_error(model, adapter, hp.layers):
-            result = apply(model, tokenizer, adapter, requests, hp, stats, history=history[-1] if history else None)
-        if sequential:
-            history.append(result)
+        with restored_on_error(model, self.adapter, self.hp.layers):
+            previous = self.history[-1] if self.history else None
+            result = self.apply(model, tokenizer, self.adapter, requests, self.hp, self.stats, history=previous)
+        if self.sequential:
+            self.history.append(result)
         return result
 
-    return editor, to_dict(hp)
+    def resume(self, model, result):
+        """Continue a sequential run from its saved `result`: written into the unedited `model` (refused on any
+        other) and extended by the next call."""
+        result.apply(model)
+        self.history.append(result)
+        return result
 
 
 def run_named(
