@@ -9,8 +9,11 @@ sweep_layers.py), never the evaluation table's first records.
     OMP_NUM_THREADS=1 python experiments/corpus_effect.py --model smollm2-135m --data counterfact-edit.json \\
         --records 50 --variants off,samples:2000@20000,samples:2000@100000,local.txt@100000
 
-A variant is `off` or `CORPUS@TOKENS`. One JSON line per (record, variant) goes to --out (resumable: rerun
-skips the records already there). Prints a markdown table and, last line, JSON.
+A variant is `none` (the unedited model scored: the floor and ceiling the single prompts allow), `off` or
+`CORPUS@TOKENS`. ES/PS/NS are per record 0 or 1; EM/PM/NM are the probability margins (p(new) − p(true) on the
+edit and rephrase prompts, p(true) − p(new) on the locality prompt), which show a difference of degree. One
+JSON line per (record, variant) goes to --out (resumable: rerun skips the records already there). Prints a
+markdown table and, last line, JSON.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from editkit.evaluate.suites import ScoreOptions, evaluate
 from editkit.evaluate.tables import cell_text
 from editkit.models import load_model
 
-METRICS = ("ES", "PS", "NS")
+METRICS = ("ES", "PS", "NS", "EM", "PM", "NM")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,8 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def variant_hparams(args, variant: str):
-    """ROME's hyper-parameters for one variant: C off, or C from CORPUS over TOKENS tokens."""
-    if variant == "off":
+    """ROME's hyper-parameters for one variant: C off (also for `none`, which edits nothing), or C from CORPUS
+    over TOKENS tokens."""
+    if variant in ("off", "none"):
         return load_hparams("rome", args.model, args.hparams, [*args.set, "mom2_adjustment=false"])
     corpus, _, tokens = variant.rpartition("@")
     if not corpus or not tokens.isdigit():
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     variants = args.variants.split(",")
     hps = {v: variant_hparams(args, v) for v in variants}
     stats = {v: make_stats(model, tok, adapter, hp, progress=True) for v, hp in hps.items() if hp.mom2_adjustment}
-    base = hps[variants[0]]
+    base = hps[next(v for v in variants if v != "none")] if variants != ["none"] else hps["none"]
     layer = base.layers[0] % adapter.n_layers
     everything = load_dataset("counterfact", args.data)
     taken = {r.subject for r in everything[: args.exclude_first]}
@@ -88,9 +92,16 @@ def main(argv: list[str] | None = None) -> dict:
         if not todo:
             continue
         request = r.request()
-        v_star = optimise_targets(model, tok, adapter, module, [request], prefixes, base)[0].value
+        if todo != ["none"]:
+            v_star = optimise_targets(model, tok, adapter, module, [request], prefixes, base)[0].value
         for v in todo:
             hp = hps[v]
+            if v == "none":
+                line = {"case_id": r.case_id, "variant": v, **{k: evaluate(model, tok, r, opts)[0][k] for k in METRICS}}
+                lines.append(line)
+                with out.open("a") as f:
+                    f.write(json.dumps(line) + "\n")
+                continue
             u, k_bar, out_bar = rome_key(model, tok, adapter, request, hp, stats.get(v), layer, prefixes)
             result = EditResult("rome", {})
             result.push(model, rome_update(model, tok, adapter, request, hp, layer, u, v_star, (k_bar, out_bar)))
