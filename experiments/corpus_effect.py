@@ -33,7 +33,7 @@ from editkit.edit.run import make_stats
 from editkit.edit.target import optimise_targets
 from editkit.evaluate.datasets import load_dataset
 from editkit.evaluate.known import prefers_true
-from editkit.evaluate.metrics import mean_ci
+from editkit.evaluate.metrics import BOUNDS, mean_ci
 from editkit.evaluate.suites import ScoreOptions, evaluate
 from editkit.evaluate.tables import cell_text
 from editkit.models import load_model
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {}
     for v in variants:
         rows = [x for x in lines if x["variant"] == v and x["case_id"] in wanted]
-        summary[v] = {k: mean_ci([x[k] for x in rows]) for k in METRICS} | {"n": len(rows)}
+        summary[v] = {k: mean_ci([x[k] for x in rows], BOUNDS.get(k, (0.0, 1.0))) for k in METRICS} | {"n": len(rows)}
         if v in stats:
             eigvals = stats[v].eig(layer)[0]
             summary[v]["median kᵀC⁻¹k"] = float(np.median([x["kCk"] for x in rows]))
