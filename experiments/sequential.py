@@ -14,19 +14,21 @@ Runs resume (rerun the same command after a kill); --readme-only tables what the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from editkit.evaluate.runner import EvalConfig, parse_checkpoints, read_cases, run_named
-from editkit.evaluate.tables import merge_runs
-from editkit.io import replace_section
+from editkit.evaluate.tables import Row, merge_runs
+from editkit.io import atomic_write_text, json_safe, replace_section
 
 #: edits per batch: MEMIT, EMMET and UltraEdit in batches of 10, the rest one edit at a time (IKE is not here:
 #: its context holds every fact edited so far and outgrows the toy model's 256 positions within a few edits)
 METHODS = {"rome": 1, "r-rome": 1, "memit": 10, "alphaedit": 1, "emmet": 10, "ultraedit": 10, "grace": 1, "wise": 1}
 DEFAULT = ("rome", "r-rome", "memit", "alphaedit")
 README = Path(__file__).parent / "README.md"
+SAVED = Path(__file__).parent / "figures" / "sequential"  # each run's table and curves, kept in git
 BEGIN, END = "<!-- sequential:begin -->", "<!-- sequential:end -->"
 
 
@@ -62,20 +64,36 @@ def main(argv: list[str] | None = None) -> None:
             run_named(config, out, resume=(out / "config.json").exists(), device=args.device, progress=False)
     given = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--readme-only"]  # the runs' command
     command = "OMP_NUM_THREADS=1 python experiments/sequential.py " + " ".join(given)
-    dirs = [run_dir(args, m) for m in args.methods.split(",") if (run_dir(args, m) / "config.json").exists()]
-    write_readme([progress(d) for d in dirs], command.strip(), dirs)
+    runs = [progress(run_dir(args, m)) for m in args.methods.split(",")]
+    write_readme([r for r in runs if r], command.strip())
 
 
-def progress(run: Path) -> dict:
-    """What a (possibly unfinished) sequential run holds: its checkpoints' metrics and its capability steps."""
+def progress(run: Path) -> dict | None:
+    """What a (possibly unfinished) sequential run holds: its checkpoints' metrics and its capability steps,
+    from its directory (and saved to SAVED/<name>.json, which git keeps), or from that file where the directory
+    is gone (runs live in an ignored folder; a fresh clone tables the saved ones). None: neither exists."""
+    saved = SAVED / f"{run.name}.json"
+    if not (run / "config.json").exists():
+        if not saved.exists():
+            return None
+        held = json.loads(saved.read_text())
+        row = Row(**held["row"]) if held["row"] else None
+        return _held(held["config"], held["steps"], row)
     config = json.loads((run / "config.json").read_text())
     steps = read_cases(run / "steps.jsonl")
     row = None
     if read_cases(run / "cases.jsonl"):
         (row,) = merge_runs([run])
+    SAVED.mkdir(parents=True, exist_ok=True)
+    held = {"config": config, "steps": steps, "row": dataclasses.asdict(row) if row else None}
+    atomic_write_text(saved, json.dumps(json_safe(held), indent=1) + "\n")
+    return _held(config, steps, row)
+
+
+def _held(config: dict, steps: list[dict], row: Row | None) -> dict:
     points = row.summary.get("checkpoints", []) if row else []
     complete = [p for p in points if p["n"] == p["edits"]]
-    return {"method": config["method"], "points": complete, "steps": steps, "row": row, "dir": run}
+    return {"method": config["method"], "points": complete, "steps": steps, "row": row}
 
 
 def _pct(block: dict | None, metric: str) -> str:
@@ -96,15 +114,15 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(runs: list[dict], command: str, dirs: list[Path]) -> None:
+def write_readme(runs: list[dict], command: str) -> None:
     """Replace this script's section of experiments/README.md (or add it), and draw the figure."""
     reached = ", ".join(f"{r['method']} {r['steps'][-1]['edits'] if r['steps'] else 0} edits" for r in runs)
     figure = ""
-    drawable = [r["dir"] for r in runs if r["points"]]
+    drawable = [r["row"] for r in runs if r["points"]]
     if drawable:
-        from editkit.evaluate.plots import plot_curves
+        from editkit.evaluate.plots import plot_rows
 
-        path = plot_curves(drawable, Path(__file__).parent / "figures" / "sequential.png")
+        path = plot_rows(drawable, Path(__file__).parent / "figures" / "sequential.png")
         figure = f"\n![sequential curves](figures/{path.name})\n"
     section = (
         f"{BEGIN}\n## Sequential editing on the toy model (both protocols, capability)\n\n"

@@ -4,10 +4,13 @@ CounterFact file, so that choosing layers never looks at the first records, wher
 
     OMP_NUM_THREADS=1 python experiments/sweep_layers.py --model smollm2-135m --method rome \\
         --data counterfact-edit.json --from-end 500 --records 20 --layers 0,2,4,6,8,12
+    python experiments/sweep_layers.py --model smollm2-135m --method ultraedit --batch-size 40 \
+        --data counterfact-edit.json --from-end 500 --records 40 --layers 28-29,19-27 --set lr=1e-4
 
 Known: the unedited model gives the true object a higher probability than the new one on the edit prompt.
-Records whose subject also occurs in the file's first --exclude-first records are skipped. Each layer is a
-resumable `editkit eval` run directory under --runs (rerun the same command after an interruption).
+Records whose subject also occurs in the file's first --exclude-first records are skipped. Each row of layers
+(one layer, or a range edited together) is a resumable `editkit eval` run directory under --runs (rerun the
+same command after an interruption).
 Prints the table (markdown) and, last line, JSON.
 """
 
@@ -33,7 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--method", default="rome")
     p.add_argument("--data", required=True, help="CounterFact JSON (ROME's or EasyEdit's layout)")
-    p.add_argument("--layers", required=True, help="comma-separated layers, e.g. 0,2,4,6")
+    p.add_argument(
+        "--layers", required=True, help="comma-separated rows, each a layer or an inclusive range: 0,2,4 or 27-28,19-27"
+    )
+    p.add_argument("--batch-size", type=int, default=1, help="edit the records in batches of N (1: one at a time)")
     p.add_argument("--from-end", type=int, default=500, help="look for known records among the last N")
     p.add_argument("--records", type=int, default=20, help="how many known records to edit")
     p.add_argument("--exclude-first", type=int, default=2000, help="skip subjects of the file's first N records")
@@ -54,12 +60,14 @@ def main(argv: list[str] | None = None) -> dict:
     records = [r for r, k in zip(pool, prefers_true(model, tok, pool), strict=True) if k][: args.records]
     print(f"{len(records)} known records of the last {args.from_end} (case ids {records[0].case_id}..)", flush=True)
     rows = {}
-    for layer in [int(x) for x in args.layers.split(",")]:
-        overrides = [*args.set, f"layers=[{layer}]"]
+    mode = {"mode": "batch", "batch_size": args.batch_size} if args.batch_size > 1 else {}
+    for layer in args.layers.split(","):
+        overrides = [*args.set, f"layers={layer_list(layer)}"]
         editor, hp = make_editor(args.method, bundle, args.hparams, args.model, False, overrides)
         config = EvalConfig(
-            model=args.model, dataset="counterfact", method=args.method, data=args.data, hparams=hp, generation=False
-        )
+            model=args.model, dataset="counterfact", method=args.method, data=args.data, hparams=hp, generation=False,
+            **mode,
+        )  # fmt: skip
         out = Path(args.runs) / f"{args.method}-L{layer}"
         t0 = time.perf_counter()
         summary = run_eval(
@@ -82,6 +90,12 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(json.dumps(result))
     return result
+
+
+def layer_list(row: str) -> list[int]:
+    """The layers of one --layers row: "4" -> [4], "27-29" -> [27, 28, 29]."""
+    first, _, last = row.partition("-")
+    return list(range(int(first), int(last or first) + 1))
 
 
 def table(rows: dict, method: str) -> str:

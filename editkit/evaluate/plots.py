@@ -15,10 +15,14 @@ PANELS = ("ES", "PS", "NS")
 def plot_curves(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
     """Draw the curves of sequential runs made with checkpoints into `out` (PNG or PDF; default
     `<first run>/curves.png`); returns the path."""
-    out = Path(out) if out is not None else Path(run_dirs[0]) / "curves.png"
+    return plot_rows(merge_runs(run_dirs), out if out is not None else Path(run_dirs[0]) / "curves.png")
+
+
+def plot_rows(rows: list[Row], out: str | Path) -> Path:
+    """Draw the curves of merged sequential runs (`Row`s, e.g. from saved summaries) into `out` (PNG or PDF)."""
+    out = Path(out)
     if out.suffix.lower() not in (".png", ".pdf"):
         raise EditkitError(f"cannot write {out}: give a .png or .pdf file")
-    rows = merge_runs(run_dirs)
     flat = [r.label for r in rows if "checkpoints" not in r.summary]
     if flat:
         raise EditkitError(f"run {flat[0]!r} has no checkpoints; make it with --mode sequential --checkpoints 10,50")
