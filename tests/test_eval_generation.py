@@ -2,11 +2,14 @@
 decoding up to the natural stop (sentence end, newline, end of sequence); answers are normalised (case,
 leading space, punctuation) and count when they start with the target at a word boundary."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from editkit.evaluate.datasets import load_dataset
 from editkit.evaluate.generation import answer_rates, contains, cut_at_stop, greedy_answers, normalize, starts_with
+from editkit.evaluate.metrics import summarize
 from editkit.evaluate.suites import ScoreOptions, generate_many, pre_edit
 from tests.eval_helpers import DATA, tiny_bundle
 
@@ -77,6 +80,20 @@ def test_counterfact_generation_metrics_per_group(parrot):
     assert metrics["ES"] == es and metrics["ES_contains"] == es_in
     assert metrics["NS"] == ns and metrics["NS_contains"] == ns_in
     assert set(metrics) == {"ES", "PS", "NS", "ES_contains", "PS_contains", "NS_contains"}
+
+
+def test_a_record_without_neighbours_is_missing_from_ns_not_from_the_summary(parrot):
+    """A record with no neighbourhood prompt has NS None under generation as under teacher forcing, so the
+    summary still has generation NS over the other records (it once dropped NS for the whole run)."""
+    model, tok = parrot
+    records = load_dataset("toy", DATA.parents[1] / "data" / "toy" / "counterfact.json", limit=2)
+    bare = dataclasses.replace(records[1], neighborhood_prompts=[])
+    got = generate_many(model, tok, [records[0], bare], ScoreOptions(protocol="generation"), [None, None])
+    (first, _), (metrics, texts) = got
+    assert metrics["NS"] is None and metrics["NS_contains"] is None and "NS" not in texts
+    summary = summarize([first, metrics], "counterfact")["metrics"]
+    assert summary["NS"]["mean"] == first["NS"] and summary["NS"]["missing"] == 1
+    assert "missing" not in summary["ES"]  # every record has an edit prompt
 
 
 def test_easyedit_locality_compares_answers_with_those_before_the_edit(parrot):

@@ -213,7 +213,10 @@ def generate_many(model, tok, records: list[Record], opts: ScoreOptions, pres: l
         metrics, texts = {}, {}
         for name, rows in g.items():
             texts[name] = [next(answers) for _ in rows]
-            if not rows:
+            if not rows:  # none to answer (e.g. a record without neighbours): missing, as under teacher forcing
+                metrics[name] = None
+                if name != "Locality":
+                    metrics[f"{name}_contains"] = None
                 continue
             if name == "Locality":
                 same = [normalize(a) == normalize(b) for a, b in zip(texts[name], pre["locality_answers"], strict=True)]
