@@ -122,7 +122,8 @@ def test_store_reads_bos_first_and_records_it(toy, bos_sae, tmp_path):
     no_store = cache_activations(model, tok, adapter, hook, "toy", tmp_path / "p.h5", 200, "toy")
     a, b = ActivationStore(with_store), ActivationStore(no_store)
     assert a.attrs["prepend_bos"] is True and b.attrs["prepend_bos"] is False
-    assert torch.allclose(a.read(0, 1)[0], x_bos[0], atol=1e-5) and torch.allclose(b.read(0, 1)[0], x_plain[0])
+    assert torch.allclose(a.read(0, 1)[0], x_bos[0], atol=1e-5)
+    assert torch.allclose(b.read(0, 1)[0], x_plain[0], atol=1e-5)  # float rounding differs with the batch's shape
     with pytest.raises(EditkitError, match="holds activations with prepend_bos=True, not False; pass a new --store"):
         cache_activations(model, tok, adapter, hook, "toy", with_store, 200, "toy")
     with pytest.raises(EditkitError, match="holds activations with prepend_bos=False, not True"):
@@ -222,7 +223,8 @@ def test_transcoder_features_read_bos_first(toy, tmp_path):
 
 def test_shipped_toy_numbers_are_unchanged(toy):
     """Numbers of `editkit sae eval toy data/toy/<dir> --texts 60 --skip 20000 --json`, measured with the code
-    before prepend_bos existed (main at c104c46): the shipped files now say false, and read exactly as before."""
+    before prepend_bos existed (main at c104c46): the shipped files now say false, and read as before. To 1e-6
+    relative: they were measured on another CPU, whose float kernels round differently (2.5e-7 apart here)."""
     from editkit.features.evaluate import evaluate_sae
 
     model, tok, adapter = toy
@@ -234,7 +236,7 @@ def test_shipped_toy_numbers_are_unchanged(toy):
     for name, (n, ev, ce_sae, ce_zero) in before.items():
         got = evaluate_sae(model, tok, adapter, SAE.load(toy_dir() / name), texts)
         assert (got.n_tokens, got.explained_variance, got.ce_sae, got.ce_zero) == pytest.approx(
-            (n, ev, ce_sae, ce_zero), rel=1e-9
+            (n, ev, ce_sae, ce_zero), rel=1e-6
         )
 
 
