@@ -4,7 +4,7 @@ CounterFact file, so that choosing layers never looks at the first records, wher
 
     OMP_NUM_THREADS=1 python experiments/sweep_layers.py --model smollm2-135m --method rome \\
         --data counterfact-edit.json --from-end 500 --records 20 --layers 0,2,4,6,8,12
-    python experiments/sweep_layers.py --model smollm2-135m --method ultraedit --batch-size 40 \
+    python experiments/sweep_layers.py --model smollm2-135m --method ultraedit --batch-size 40 \\
         --data counterfact-edit.json --from-end 500 --records 40 --layers 28-29,19-27 --set lr=1e-4
 
 Known: the unedited model gives the true object a higher probability than the new one on the edit prompt.
