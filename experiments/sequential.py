@@ -7,8 +7,12 @@ Writes the curves' table into experiments/README.md and a figure.
 
     OMP_NUM_THREADS=1 python experiments/sequential.py                      # all four, to 1000 edits
     OMP_NUM_THREADS=1 python experiments/sequential.py --methods rome --checkpoints 10,50 --readme-only
+    OMP_NUM_THREADS=1 python experiments/sequential.py --model smollm2-135m --dataset counterfact \\
+        --data ../shared/data/counterfact-edit.json --eval known_only=true --eval distinct_subjects=true \\
+        --eval capability_corpus=experiments/results/stdlib-docstrings.jsonl --methods rome --checkpoints 1,10,100
 
-Runs resume (rerun the same command after a kill); --readme-only tables what the runs hold so far.
+A model other than the toy gets its own README section and figure (`sequential-<model>.png`). Runs resume
+(rerun the same command after a kill); --readme-only tables what the runs hold so far.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import sys
 from pathlib import Path
 
+from editkit.edit.hparams import parse_override
 from editkit.evaluate.runner import EvalConfig, parse_checkpoints, read_cases, run_named
 from editkit.evaluate.tables import Row, merge_runs
 from editkit.io import atomic_write_text, json_safe, replace_section
@@ -29,12 +34,14 @@ METHODS = {"rome": 1, "r-rome": 1, "memit": 10, "alphaedit": 1, "emmet": 10, "ul
 DEFAULT = ("rome", "r-rome", "memit", "alphaedit")
 README = Path(__file__).parent / "README.md"
 SAVED = Path(__file__).parent / "figures" / "sequential"  # each run's table and curves, kept in git
-BEGIN, END = "<!-- sequential:begin -->", "<!-- sequential:end -->"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="toy")
+    p.add_argument("--dataset", default="toy", help="a dataset name of `editkit eval` (counterfact for a real model)")
+    p.add_argument("--data", default=None, help="the dataset's file, where it is not the shipped one")
+    p.add_argument("--eval", action="append", default=[], help="another EvalConfig field, key=value")
     p.add_argument("--methods", default=",".join(DEFAULT), help=f"comma-separated, of {', '.join(METHODS)}")
     p.add_argument("--checkpoints", default="1,2,5,10,20,50,100,500,1000")
     p.add_argument("--runs", default="runs/sequential")
@@ -51,21 +58,22 @@ def run_dir(args, method: str) -> Path:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     points = parse_checkpoints(args.checkpoints)
+    extra = dict(parse_override(e) for e in args.eval)
     if not args.readme_only:
         for method in args.methods.split(","):
             out = run_dir(args, method)
             mine = [c for c in points if c % METHODS[method] == 0]  # MEMIT's batches of 10: multiples of 10
             config = EvalConfig(
-                model=args.model, dataset="toy", method=method, mode="sequential", batch_size=METHODS[method],
-                checkpoints=mine, limit=mine[-1], generation=False,
-                capability_every=args.capability_every,
+                model=args.model, dataset=args.dataset, data=args.data, method=method, mode="sequential",
+                batch_size=METHODS[method], checkpoints=mine, limit=mine[-1], generation=False,
+                capability_every=args.capability_every, **extra,
             )  # fmt: skip
             print(f"== {method} -> {out}", flush=True)
             run_named(config, out, resume=(out / "config.json").exists(), device=args.device, progress=False)
     given = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--readme-only"]  # the runs' command
     command = "OMP_NUM_THREADS=1 python experiments/sequential.py " + " ".join(given)
     runs = [progress(run_dir(args, m)) for m in args.methods.split(",")]
-    write_readme([r for r in runs if r], command.strip())
+    write_readme([r for r in runs if r], command.strip(), Path(args.model).name)
 
 
 def progress(run: Path) -> dict | None:
@@ -114,25 +122,29 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(runs: list[dict], command: str) -> None:
-    """Replace this script's section of experiments/README.md (or add it), and draw the figure."""
+def write_readme(runs: list[dict], command: str, model: str) -> None:
+    """Replace this script's section of experiments/README.md for `model` (or add it), and draw the figure."""
+    tag = "" if model == "toy" else f"-{model}"
+    begin, end = f"<!-- sequential{tag}:begin -->", f"<!-- sequential{tag}:end -->"
+    texts = "200 held-out toy lines" if model == "toy" else "the capability corpus's texts (config.json)"
     reached = ", ".join(f"{r['method']} {r['steps'][-1]['edits'] if r['steps'] else 0} edits" for r in runs)
     figure = ""
     drawable = [r["row"] for r in runs if r["points"]]
     if drawable:
         from editkit.evaluate.plots import plot_rows
 
-        path = plot_rows(drawable, Path(__file__).parent / "figures" / "sequential.png")
+        path = plot_rows(drawable, Path(__file__).parent / "figures" / f"sequential{tag}.png")
         figure = f"\n![sequential curves](figures/{path.name})\n"
+    where = "the toy model" if model == "toy" else model
     section = (
-        f"{BEGIN}\n## Sequential editing on the toy model (both protocols, capability)\n\n"
+        f"{begin}\n## Sequential editing on {where} (both protocols, capability)\n\n"
         f"```\n{command}\n```\n\nReached so far: {reached}.\n\n{table(runs)}\n{figure}\n"
         "tf: teacher-forced (P(new) > P(true)); gen: the greedy answer starts with the target (NS: with the "
-        "true object); PPL: perplexity on 200 held-out toy lines before → after; retention: share of 200 "
+        f"true object); PPL: perplexity on {texts} before → after; retention: share of 200 "
         "known facts no record edits whose top-1 answer is unchanged.\n"
-        f"{END}"
+        f"{end}"
     )
-    replace_section(README, BEGIN, END, section)
+    replace_section(README, begin, end, section)
 
 
 if __name__ == "__main__":
