@@ -140,8 +140,8 @@ def write_readme(runs: list[dict], command: str, model: str) -> None:
         f"{begin}\n## Sequential editing on {where} (both protocols, capability)\n\n"
         f"```\n{command}\n```\n\nReached so far: {reached}.\n\n{table(runs)}\n{figure}\n"
         "tf: teacher-forced (P(new) > P(true)); gen: the greedy answer starts with the target (NS: with the "
-        f"true object); PPL: perplexity on {texts} before → after; retention: share of 200 "
-        "known facts no record edits whose top-1 answer is unchanged.\n"
+        f"true object); PPL: perplexity on {texts} before → after; retention: of a fixed sample of 200 facts "
+        "no record edits, those the unedited model answers right, the share whose top-1 answer is unchanged.\n"
         f"{end}"
     )
     replace_section(README, begin, end, section)
