@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from editkit.edit.hparams import parse_override
-from editkit.evaluate.runner import EvalConfig, run_named
+from editkit.evaluate.runner import EvalConfig, default_dataset, run_named
 from editkit.evaluate.tables import merge_runs, render
 from editkit.io import atomic_write_text, replace_section
 
@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
-    dataset = args.dataset or ("toy" if args.model == "toy" else "counterfact")
+    dataset = args.dataset or default_dataset(args.model)
     extra = dict(parse_override(e) for e in args.eval)
     dirs, walls = [], {}
     for method in args.methods.split(","):

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from editkit.edit.hparams import parse_override
-from editkit.evaluate.runner import EvalConfig, parse_checkpoints, read_cases, run_named
+from editkit.evaluate.runner import EvalConfig, default_dataset, parse_checkpoints, read_cases, run_named
 from editkit.evaluate.tables import Row, merge_runs
 from editkit.io import atomic_write_text, json_safe, replace_section
 
@@ -39,7 +39,7 @@ SAVED = Path(__file__).parent / "figures" / "sequential"  # each run's table and
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="toy")
-    p.add_argument("--dataset", default="toy", help="a dataset name of `editkit eval` (counterfact for a real model)")
+    p.add_argument("--dataset", default=None, help="an `editkit eval` dataset (default: toy for toy, else counterfact)")
     p.add_argument("--data", default=None, help="the dataset's file, where it is not the shipped one")
     p.add_argument("--eval", action="append", default=[], help="another EvalConfig field, key=value")
     p.add_argument("--methods", default=",".join(DEFAULT), help=f"comma-separated, of {', '.join(METHODS)}")
@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> None:
         for method in args.methods.split(","):
             out = run_dir(args, method)
             mine = [c for c in points if c % METHODS[method] == 0]  # MEMIT's batches of 10: multiples of 10
+            dataset = args.dataset or default_dataset(args.model)
             config = EvalConfig(
-                model=args.model, dataset=args.dataset, data=args.data, method=method, mode="sequential",
+                model=args.model, dataset=dataset, data=args.data, method=method, mode="sequential",
                 batch_size=METHODS[method], checkpoints=mine, limit=mine[-1], generation=False,
                 capability_every=args.capability_every, **extra,
             )  # fmt: skip
@@ -101,7 +102,7 @@ def progress(run: Path) -> dict | None:
 def _held(config: dict, steps: list[dict], row: Row | None) -> dict:
     points = row.summary.get("checkpoints", []) if row else []
     complete = [p for p in points if p["n"] == p["edits"]]
-    return {"method": config["method"], "points": complete, "steps": steps, "row": row}
+    return {"method": config["method"], "points": complete, "steps": steps, "row": row, "config": config}
 
 
 def _pct(block: dict | None, metric: str) -> str:
@@ -124,9 +125,11 @@ def table(runs: list[dict]) -> str:
 
 def write_readme(runs: list[dict], command: str, model: str) -> None:
     """Replace this script's section of experiments/README.md for `model` (or add it), and draw the figure."""
-    tag = "" if model == "toy" else f"-{model}"
+    toy = model == "toy"
+    tag, where = ("", "the toy model") if toy else (f"-{model}", model)
     begin, end = f"<!-- sequential{tag}:begin -->", f"<!-- sequential{tag}:end -->"
-    texts = "200 held-out toy lines" if model == "toy" else "the capability corpus's texts (config.json)"
+    probe = runs[0]["config"].get("capability_probe") or {} if runs else {}
+    texts = f"{probe.get('texts', '?')} held-out " + ("toy lines" if toy else "texts of the capability corpus")
     reached = ", ".join(f"{r['method']} {r['steps'][-1]['edits'] if r['steps'] else 0} edits" for r in runs)
     figure = ""
     drawable = [r["row"] for r in runs if r["points"]]
@@ -135,13 +138,13 @@ def write_readme(runs: list[dict], command: str, model: str) -> None:
 
         path = plot_rows(drawable, Path(__file__).parent / "figures" / f"sequential{tag}.png")
         figure = f"\n![sequential curves](figures/{path.name})\n"
-    where = "the toy model" if model == "toy" else model
     section = (
         f"{begin}\n## Sequential editing on {where} (both protocols, capability)\n\n"
         f"```\n{command}\n```\n\nReached so far: {reached}.\n\n{table(runs)}\n{figure}\n"
         "tf: teacher-forced (P(new) > P(true)); gen: the greedy answer starts with the target (NS: with the "
-        f"true object); PPL: perplexity on {texts} before → after; retention: of a fixed sample of 200 facts "
-        "no record edits, those the unedited model answers right, the share whose top-1 answer is unchanged.\n"
+        f"true object); PPL: perplexity on {texts} before → after; retention: of a fixed sample of "
+        f"{probe.get('facts', '?')} facts no record edits, those the unedited model answers right, the share whose "
+        "top-1 answer is unchanged.\n"
         f"{end}"
     )
     replace_section(README, begin, end, section)

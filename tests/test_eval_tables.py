@@ -131,3 +131,13 @@ def test_columns_carry_their_protocol_and_shards_of_two_protocols_do_not_merge(m
     wrong = run(*common, "--protocol", "sampling", "--out", tmp_path / "x")
     assert wrong.exit_code == 2
     assert "unknown protocol 'sampling'; use one of teacher-forced, generation, both" in wrong.output
+
+
+def test_a_model_other_than_the_toy_is_scored_on_counterfact_unless_told(model_dir, tmp_path):
+    """Toy-world records mean nothing to another model: without --dataset it gets CounterFact's records."""
+    cf = DATA / "counterfact-edit-prefix12.json"
+    args = ("--limit", 1, "--protocol", "teacher-forced", "--no-capability", "--no-generation")
+    res = run("eval", model_dir, "--data", cf, *args, "--out", tmp_path / "cf")
+    assert res.exit_code == 0, res.output
+    config = json.loads((tmp_path / "cf" / "config.json").read_text())
+    assert config["dataset"] == "counterfact" and len((tmp_path / "cf" / "cases.jsonl").read_text().splitlines()) == 1

@@ -25,7 +25,9 @@ def eval_cmd(
     model: ModelArg,
     out: Annotated[Path, typer.Option("--out", help="Run directory: config.json, cases.jsonl, summary.json.")],
     method: Annotated[str, typer.Option(help="Edit method (`editkit methods`), or 'none' (unedited).")] = "none",
-    dataset: Annotated[str, typer.Option(help="counterfact, multi_counterfact, zsre, easyedit or toy.")] = "toy",
+    dataset: Annotated[
+        str | None, typer.Option(help="counterfact, multi_counterfact, zsre, easyedit, toy (default: toy for toy).")
+    ] = None,
     data: Annotated[Path | None, typer.Option(help="Local dataset file (default: download by name).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Use the first N records (after --offset).")] = None,
     offset: Annotated[int, typer.Option(min=0, help="Skip the first N records.")] = 0,
@@ -74,13 +76,14 @@ def eval_cmd(
 
     Example: [bold]editkit eval toy --method none --dataset toy --limit 50 --out runs/toy-none[/]
     """
-    from editkit.evaluate.runner import EvalConfig, parse_checkpoints, run_named
+    from editkit.evaluate.runner import EvalConfig, default_dataset, parse_checkpoints, run_named
     from editkit.evaluate.tables import merge_runs, render
 
     config = EvalConfig(
-        model=model, dataset=dataset, method=method, data=str(data) if data else None, limit=limit, offset=offset,
-        sample=sample, seed=seed, mode=mode, batch_size=batch_size, shard=shard, generation=generation,
-        distinct_subjects=distinct_subjects, known_only=known_only, protocol=protocol, max_new_tokens=max_new_tokens,
+        model=model, dataset=dataset or default_dataset(model), method=method, data=str(data) if data else None,
+        limit=limit, offset=offset, sample=sample, seed=seed, mode=mode, batch_size=batch_size, shard=shard,
+        generation=generation, distinct_subjects=distinct_subjects, known_only=known_only, protocol=protocol,
+        max_new_tokens=max_new_tokens,
         checkpoints=parse_checkpoints(checkpoints) if checkpoints else None, capability=capability,
         capability_corpus=capability_corpus, known_facts=str(known_facts) if known_facts else None,
         capability_every=capability_every,
