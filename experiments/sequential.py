@@ -1,5 +1,5 @@
 """Sequential editing curves (as "The Mirage of Model Editing"'s WILD deploys edits): ROME, r-ROME, MEMIT in
-batches of 10 and AlphaEdit (and on request EMMET and UltraEdit in batches of 10, GRACE and WISE) edit the
+batches of 10 and AlphaEdit (and on request EMMET and UltraEdit in batches of 10, GRACE, WISE and IKE) edit the
 toy world's CounterFact records one after another, never reverted; after 1, 2, 5, 10, 20, 50, 100, 500 and
 1000 edits (batched methods: the multiples of 10) every edit so far is scored under both protocols, with
 perplexity and retention after every edit step (`--capability-every N`: every N edits and at the checkpoints).
@@ -28,9 +28,11 @@ from editkit.evaluate.runner import EvalConfig, default_dataset, parse_checkpoin
 from editkit.evaluate.tables import Row, merge_runs
 from editkit.io import atomic_write_text, json_safe, replace_section
 
-#: edits per batch: MEMIT, EMMET and UltraEdit in batches of 10, the rest one edit at a time (IKE is not here:
-#: its context holds every fact edited so far and outgrows the toy model's 256 positions within a few edits)
-METHODS = {"rome": 1, "r-rome": 1, "memit": 10, "alphaedit": 1, "emmet": 10, "ultraedit": 10, "grace": 1, "wise": 1}
+#: edits per batch: MEMIT, EMMET and UltraEdit in batches of 10, the rest one edit at a time (IKE reads each
+#: prompt behind the facts_per_prompt edited facts nearest it, its hparams' retrieval)
+METHODS = {
+    "rome": 1, "r-rome": 1, "memit": 10, "alphaedit": 1, "emmet": 10, "ultraedit": 10, "grace": 1, "wise": 1, "ike": 1,
+}  # fmt: skip
 DEFAULT = ("rome", "r-rome", "memit", "alphaedit")
 README = Path(__file__).parent / "README.md"
 SAVED = Path(__file__).parent / "figures" / "sequential"  # each run's table and curves, kept in git

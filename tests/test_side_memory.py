@@ -175,6 +175,24 @@ def test_ike_capability_is_measured_behind_the_context(toy, records, tmp_path):
     case = json.loads((tmp_path / "run" / "cases.jsonl").read_text().splitlines()[0])
     base = probe.baseline(model, tok)
     context = METHODS["ike"](model, tok, None, [records[0].request()], load_hparams("ike", "toy"), None).context
-    assert case["capability"] == probe.measure(model, tok, base, context)
+    assert case["capability"] == probe.measure(model, tok, base, lambda prompt: context)
     assert case["capability"]["perplexity"] != pytest.approx(base["perplexity"], rel=1e-3)
     assert summary["capability"]["perplexity_before"] == pytest.approx(base["perplexity"], rel=1e-12)
+
+
+def test_ike_reads_each_prompt_behind_the_facts_nearest_it(toy):
+    """facts_per_prompt=1 over three sequential edits: a paraphrase of the second edit is read behind the second
+    fact only (and its demonstrations), the whole context is never used, and one edit reads as the paper's."""
+    model, tok, _ = toy
+    recs = load_dataset("toy", toy_path("toy", "counterfact"), 40)
+    three = list({r.subject: r for r in reversed(recs)}.values())[-3:]  # each subject's first record
+    assert len({r.subject for r in three}) == 3
+    hp = load_hparams("ike", "toy", overrides=("facts_per_prompt=1",))
+    one = METHODS["ike"](model, tok, None, [three[0].request()], hp, None)
+    assert one.context_for(three[1].paraphrase_prompts[0]) == one.context  # one fact: the paper's context
+    result = METHODS["ike"](model, tok, None, [r.request() for r in three[1:]], hp, None, history=one)
+    for r in three:
+        read = result.context_for(r.paraphrase_prompts[0])
+        facts = [line for line in read.splitlines() if line.startswith("New Fact: ") and line.endswith(r.target_new)]
+        assert f"New Fact: {r.request().text} {r.target_new}\nPrompt: " in read and len(read) < len(result.context)
+        assert all(o.request().text not in read for o in three if o is not r) and facts

@@ -66,8 +66,8 @@ def plain_note(result) -> str | None:
         )
     if result.context:
         return (
-            f"{result.method} edits no weights: the checkpoint is the unedited model; prepend the context in "
-            f"{CHECKPOINT_EDIT}/edit.json to every prompt"
+            f"{result.method} edits no weights: the checkpoint is the unedited model; read every prompt behind the "
+            f"context in {CHECKPOINT_EDIT}/edit.json (the edit's context_for(prompt), after load_checkpoint)"
         )
     return None
 

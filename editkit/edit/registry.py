@@ -30,6 +30,8 @@ class Method:
     #: what an edit changes: "weights" (deltas written into the model), "memory" (a side memory read beside
     #: the unchanged weights) or "context" (a prompt context the evaluation prepends; no weights)
     changes: str = "weights"
+    #: for changes="context": (result, prompt) -> the text that prompt is read behind; None: all of result.context
+    reads: Callable[[EditResult, str], str] | None = None
 
     def variant(self, name: str, summary: str, **presets) -> Method:
         """This method under another name with `presets` on top of its own."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,14 @@ from editkit.requests import EditRequest
 META, TENSORS = "edit.json", "deltas.safetensors"
 #: The tensors a Delta may carry (each saved as delta.<i>.<field>).
 TENSOR_FIELDS = ("u", "v", "dense", "keys", "values", "state")
+
+#: the text a prompt is read behind (an in-context edit's, chosen per prompt); None: no context
+Context = Callable[[str], str] | None
+
+
+def behind(context: Context, prompts: Iterable[str]) -> list[str]:
+    """`prompts` as the model is given them: each behind its context, if there is one."""
+    return [context(p) + p if context else p for p in prompts]
 
 
 @dataclass
@@ -78,6 +87,19 @@ class EditResult:
     model: str = ""
     memories: list[Memory] = field(default_factory=list)
     context: str = ""
+
+    def context_for(self, prompt: str) -> str:
+        """The text `prompt` is read behind: `context` ('' for a weight or memory edit), or the part of it its
+        method keeps for this prompt (IKE's facts_per_prompt: the edited facts nearest the prompt)."""
+        from editkit.edit.registry import get
+
+        read = get(self.method).reads if self.context else None
+        return read(self, prompt) if read else self.context
+
+    @property
+    def reader(self) -> Context:
+        """`context_for` where the edit has a context, else None (scoring then reads prompts bare)."""
+        return self.context_for if self.context else None
 
     @property
     def modules(self) -> list[str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from editkit.edit import EditResult, Stats, edit, load_hparams, needs_stats
 from editkit.edit.checkpoint import load_checkpoint, plain_note, read_provenance, save_checkpoint
+from editkit.edit.result import Context, behind
 from editkit.requests import EditRequest
 
 
@@ -26,13 +27,13 @@ def probe_prompts(request: EditRequest, record=None, fallback: dict[str, str] | 
     return probes
 
 
-def predictions(model, tokenizer, prompts: dict[str, str], request: EditRequest, context: str = "") -> list[dict]:
+def predictions(model, tokenizer, prompts: dict[str, str], request: EditRequest, context: Context = None) -> list[dict]:
     """Top-1 token per probe prompt (behind the edit's `context`, if any), with the probabilities of
     target_new and target_true's first tokens."""
     from editkit.models import next_token_probs
     from editkit.tokens import target_ids
 
-    probs = next_token_probs(model, tokenizer, [context + p for p in prompts.values()])
+    probs = next_token_probs(model, tokenizer, behind(context, prompts.values()))
     out = []
     for (kind, prompt), p in zip(prompts.items(), probs, strict=True):
         row = {"probe": kind, "prompt": prompt, "top": tokenizer.decode([int(p.argmax())]), "top_prob": p.max().item()}
@@ -97,7 +98,7 @@ def run_edit(
     before = predictions(model, tokenizer, probes, requests[0])
     result = edit(model, tokenizer, adapter, requests, method, hp, stats, mode)
     result.model = model_name
-    after = predictions(model, tokenizer, probes, requests[0], result.context)
+    after = predictions(model, tokenizer, probes, requests[0], result.reader)
     if out is not None:
         result.save(out)
     if checkpoint is not None:

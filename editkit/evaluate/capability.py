@@ -10,22 +10,23 @@ from dataclasses import dataclass
 
 import torch
 
+from editkit.edit.result import Context, behind
 from editkit.errors import EditkitError
 from editkit.tokens import encode, pad_rows, target_ids
 
 
 @torch.no_grad()
 def perplexity(
-    model, tokenizer, texts: Sequence[str], max_len: int = 128, batch_size: int = 64, context: str = ""
+    model, tokenizer, texts: Sequence[str], max_len: int = 128, batch_size: int = 64, context: Context = None
 ) -> float:
     """exp of the mean negative log-likelihood per predicted token over all `texts`, each scored alone
     (its first `max_len` tokens, as `encode` gives them; the first token is not predicted). Behind a
     `context` (an in-context edit's), the text's tokens after it are the ones predicted."""
     device = next(model.parameters()).device
-    head = encode(tokenizer, context) if context else []
     rows, starts = [], []  # each text's tokens, and the position of the first one predicted
-    for text in texts:
-        ids = encode(tokenizer, context + text)
+    for text, whole in zip(texts, behind(context, texts), strict=True):
+        ids = encode(tokenizer, whole)
+        head = encode(tokenizer, whole.removesuffix(text)) if context else []
         start = max(_common_prefix(head, ids), 1)
         ids = ids[: start - 1 + max_len]
         if len(ids) > start:
@@ -82,14 +83,14 @@ class Probe:
         ppl = perplexity(model, tokenizer, self.texts, self.max_len, self.batch_size)
         return {"perplexity": ppl, "top1": pred, "known": known}
 
-    def measure(self, model, tokenizer, base: dict, context: str = "") -> dict:
+    def measure(self, model, tokenizer, base: dict, context: Context = None) -> dict:
         """Now: perplexity, and the share of the known facts whose top-1 token is the one of `base` (None
         when the unedited model knew none); both read behind `context` (an in-context edit's) if given."""
         ppl = perplexity(model, tokenizer, self.texts, self.max_len, self.batch_size, context)
         known = [(p, t) for (p, _), t, k in zip(self.facts, base["top1"], base["known"], strict=True) if k]
         if not known:
             return {"perplexity": ppl, "retention": None}
-        now = top1(model, tokenizer, [context + p for p, _ in known], self.batch_size)
+        now = top1(model, tokenizer, behind(context, [p for p, _ in known]), self.batch_size)
         return {"perplexity": ppl, "retention": sum(a == t for a, (_, t) in zip(now, known, strict=True)) / len(known)}
 
 

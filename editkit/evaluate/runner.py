@@ -305,7 +305,7 @@ def _baseline(out: Path, probe: Probe | None, model, tok) -> dict | None:
 def _score(model, tok, records: list[Record], opts: suites.ScoreOptions, pres: list, refs, edit) -> list[dict]:
     """Each record's case fields under the run's protocols, on the model as it is now (behind the
     `edit`'s context, if it has one)."""
-    opts = replace(opts, context=getattr(edit, "context", ""))
+    opts = replace(opts, context=getattr(edit, "reader", None))
     parts: list[dict] = [{} for _ in records]
     if opts.teacher_forced:
         for p, (m, preds) in zip(parts, suites.evaluate_many(model, tok, records, opts, pres, refs), strict=True):
@@ -318,7 +318,7 @@ def _score(model, tok, records: list[Record], opts: suites.ScoreOptions, pres: l
 
 def _measure(probe: Probe | None, model, tok, base: dict | None, edit) -> dict | None:
     """Capability now, behind `edit`'s context if it has one (an in-context edit costs the model there)."""
-    return None if probe is None else probe.measure(model, tok, base, getattr(edit, "context", ""))
+    return None if probe is None else probe.measure(model, tok, base, getattr(edit, "reader", None))
 
 
 def _unchanged(base: dict | None) -> dict | None:

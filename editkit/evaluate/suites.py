@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from editkit.edit.result import Context, behind
 from editkit.errors import EditkitError
 from editkit.evaluate import metrics as M
 from editkit.evaluate.datasets import CounterFactRecord, EasyEditRecord, Record, ZsreRecord
@@ -24,8 +25,8 @@ HEADLINE = {
 @dataclass(frozen=True)
 class ScoreOptions:
     """How to score: rows per forward pass; generation metrics (GE/RS) on or off, their length and seed;
-    the protocols (teacher-forced, generation or both) and the greedy answers' token limit; `context`: text
-    put before every prompt scored (an in-context edit's demonstrations and new fact; empty otherwise)."""
+    the protocols (teacher-forced, generation or both) and the greedy answers' token limit; `context`: the
+    text each prompt is read behind (an in-context edit's demonstrations and new facts; None otherwise)."""
 
     batch_size: int = 64
     generation: bool = True
@@ -33,7 +34,7 @@ class ScoreOptions:
     seed: int = 0
     protocol: str = "teacher-forced"
     max_new_tokens: int = 20
-    context: str = ""
+    context: Context = None
 
     @property
     def teacher_forced(self) -> bool:
@@ -44,8 +45,8 @@ class ScoreOptions:
         return self.protocol in ("generation", "both")
 
     def prompts(self, prompts) -> list[str]:
-        """`prompts` as the model is given them: behind the context."""
-        return [self.context + p for p in prompts]
+        """`prompts` as the model is given them: each behind its context."""
+        return behind(self.context, prompts)
 
 
 def suite_of(kind: str) -> str:
@@ -129,9 +130,10 @@ def _counterfact(model, tok, r: CounterFactRecord, scores, opts: ScoreOptions, r
     preds = {"probs [new, true]": probs}
     metrics = M.counterfact_metrics(pairs["rewrite"], pairs["paraphrase"], pairs["neighborhood"])
     if opts.generation and r.generation_prompts:
-        length = opts.gen_length + (len(tok(opts.context)["input_ids"]) if opts.context else 0)
+        heads = [opts.context(p) if opts.context else "" for p in r.generation_prompts]
+        length = opts.gen_length + max(len(tok(h)["input_ids"]) if h else 0 for h in heads)
         texts = generate_texts(model, tok, opts.prompts(r.generation_prompts), length, seed=opts.seed + r.case_id)
-        texts = [t.removeprefix(opts.context) for t in texts]  # GE and RS read the prompt and what follows
+        texts = [t.removeprefix(h) for t, h in zip(texts, heads, strict=True)]  # GE, RS: the prompt and after
         metrics["GE"] = M.ngram_entropy(texts)
         ref_texts = refs.for_record(r) if refs is not None else []
         if ref_texts:

@@ -9,11 +9,17 @@ object), update (a paraphrase -> the new object) and retain (a neighbourhood pro
 The k most similar to the new fact are kept, the most similar last, none naming the request's subject.
 The paper ranks them by sentence embeddings; editkit ranks them by TF-IDF cosine (no embedding model
 ships offline), which is stated wherever it is reported.
+
+The paper edits one fact at a time. In a sequential run every fact edited so far would be in the context,
+which soon outgrows the model's; `facts_per_prompt: N` keeps, for each prompt read, only the N edited facts
+nearest it (TF-IDF cosine over the facts so far), with their demonstrations: editkit's retrieval, not the
+paper's. With N or fewer facts edited it is the paper's context.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 
 from editkit.edit.hparams import EditHParams, bounded
@@ -33,6 +39,7 @@ class IKEHParams(EditHParams):
     demo_file: str | None = None
     demo_offset: int = bounded(2000, ge=0)
     demo_limit: int | None = bounded(None, ge=1)
+    facts_per_prompt: int | None = bounded(None, ge=1)
 
 
 def demonstration(fact_prompt: str, new: str, query: str, answer: str) -> str:
@@ -76,6 +83,34 @@ def context_for(requests: list[EditRequest], hp: IKEHParams) -> str:
     return "".join(demos) + "".join(f"New Fact: {f}\n" for f in facts) + "Prompt: "
 
 
+@functools.lru_cache(maxsize=4)
+def _fact_index(facts: tuple[str, ...]):
+    """A TF-IDF index over the edited facts' texts (refit when a fact is added)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer().fit(facts)
+    return vectorizer, vectorizer.transform(facts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _context_of(requests: tuple[EditRequest, ...], hp: str) -> str:
+    return context_for(list(requests), IKEHParams(**json.loads(hp)))
+
+
+def read_ike(result: EditResult, prompt: str) -> str:
+    """The context `prompt` is read behind: with `facts_per_prompt` N, the N edited facts nearest the prompt
+    (the nearest last) and their demonstrations; else the whole context."""
+    n = result.hparams.get("facts_per_prompt")
+    if n is None or len(result.requests) <= n:
+        return result.context
+    facts = tuple(f"{r.text} {r.target_new}" for r in result.requests)
+    vectorizer, index = _fact_index(facts)
+    similarity = (index @ vectorizer.transform([prompt]).T).toarray()[:, 0]
+    nearest = similarity.argsort(kind="stable")[::-1][:n]
+    chosen = tuple(result.requests[i] for i in reversed(nearest))
+    return _context_of(chosen, json.dumps(result.hparams, sort_keys=True))
+
+
 def apply_ike(
     model, tokenizer, adapter, requests: list[EditRequest], hp: IKEHParams, stats, result: EditResult
 ) -> EditResult:
@@ -92,5 +127,6 @@ register(
         IKEHParams,
         "IKE: in-context editing by demonstrations, no weights changed (Zheng et al. 2023)",
         changes="context",
+        reads=read_ike,
     )
 )
