@@ -26,9 +26,10 @@ import time
 from pathlib import Path
 
 from editkit.edit.hparams import parse_override
-from editkit.evaluate.runner import EvalConfig, default_dataset, run_named
+from editkit.evaluate.runner import EvalConfig, run_named
 from editkit.evaluate.tables import merge_runs, render
 from editkit.io import atomic_write_text, replace_section
+from editkit.toy import default_dataset
 
 METHODS = ("none", "ft-l", "rome", "r-rome", "memit", "alphaedit", "emmet", "ultraedit", "grace", "wise", "ike")
 #: How each method edits the records; the rest edit one record at a time.

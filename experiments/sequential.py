@@ -24,9 +24,10 @@ import sys
 from pathlib import Path
 
 from editkit.edit.hparams import parse_override
-from editkit.evaluate.runner import EvalConfig, default_dataset, parse_checkpoints, read_cases, run_named
+from editkit.evaluate.runner import EvalConfig, parse_checkpoints, read_cases, run_named
 from editkit.evaluate.tables import Row, merge_runs
 from editkit.io import atomic_write_text, json_safe, replace_section
+from editkit.toy import default_dataset
 
 #: edits per batch: MEMIT, EMMET and UltraEdit in batches of 10, the rest one edit at a time (IKE reads each
 #: prompt behind the facts_per_prompt edited facts nearest it, its hparams' retrieval)

@@ -76,8 +76,9 @@ def eval_cmd(
 
     Example: [bold]editkit eval toy --method none --dataset toy --limit 50 --out runs/toy-none[/]
     """
-    from editkit.evaluate.runner import EvalConfig, default_dataset, parse_checkpoints, run_named
+    from editkit.evaluate.runner import EvalConfig, parse_checkpoints, run_named
     from editkit.evaluate.tables import merge_runs, render
+    from editkit.toy import default_dataset
 
     config = EvalConfig(
         model=model, dataset=dataset or default_dataset(model), method=method, data=str(data) if data else None,

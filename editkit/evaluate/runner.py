@@ -109,12 +109,6 @@ class EvalConfig:
         )
 
 
-def default_dataset(model: str) -> str:
-    """The dataset an evaluation of `model` uses unless told: the toy world's records for the toy model only,
-    CounterFact for any other (toy-world facts mean nothing to a pretrained model)."""
-    return "toy" if model == "toy" else "counterfact"
-
-
 def parse_checkpoints(spec: str) -> list[int]:
     """'10,50,100' -> [10, 50, 100]."""
     try:

@@ -32,6 +32,12 @@ def toy_dir() -> Path:
     return path
 
 
+def default_dataset(model: str) -> str:
+    """The dataset an evaluation of `model` uses unless told: the toy world's records for the toy model only,
+    CounterFact for any other (toy-world facts mean nothing to a pretrained model)."""
+    return NAME if is_toy(model) else "counterfact"
+
+
 def is_toy(name: str | os.PathLike | None) -> bool:
     """Whether `name` (a model, dataset or corpus name, or a path) means the toy world or its model directory."""
     if name is None:
