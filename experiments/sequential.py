@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     points = parse_checkpoints(args.checkpoints)
     extra = dict(parse_override(e) for e in args.eval)
     if not args.readme_only:
+        dataset = args.dataset or default_dataset(args.model)
         for method in args.methods.split(","):
             out = run_dir(args, method)
             mine = [c for c in points if c % METHODS[method] == 0]  # MEMIT's batches of 10: multiples of 10
-            dataset = args.dataset or default_dataset(args.model)
             config = EvalConfig(
                 model=args.model, dataset=dataset, data=args.data, method=method, mode="sequential",
                 batch_size=METHODS[method], checkpoints=mine, limit=mine[-1], generation=False,

@@ -132,7 +132,8 @@ def _counterfact(model, tok, r: CounterFactRecord, scores, opts: ScoreOptions, r
     if opts.generation and r.generation_prompts:
         heads = [opts.context(p) if opts.context else "" for p in r.generation_prompts]
         length = opts.gen_length + max(len(tok(h)["input_ids"]) if h else 0 for h in heads)
-        texts = generate_texts(model, tok, opts.prompts(r.generation_prompts), length, seed=opts.seed + r.case_id)
+        prompts = [h + p for h, p in zip(heads, r.generation_prompts, strict=True)]  # each read once
+        texts = generate_texts(model, tok, prompts, length, seed=opts.seed + r.case_id)
         texts = [t.removeprefix(h) for t, h in zip(texts, heads, strict=True)]  # GE, RS: the prompt and after
         metrics["GE"] = M.ngram_entropy(texts)
         ref_texts = refs.for_record(r) if refs is not None else []
