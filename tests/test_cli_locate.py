@@ -82,6 +82,13 @@ def test_trace_dataset_and_neurons(tmp_path):
     assert res.exit_code == 0, res.output
     aie = json.loads((tmp_path / "aie.json").read_text())
     assert aie["n"] >= 2 and len(aie["aie"]["hidden"]) == 6 and (tmp_path / "aie.png").exists()
+    # A second shard of the same run, in the same directory, joins the average.
+    args = ["trace-dataset", "toy", "toy", "--limit", "6", "--kind", "hidden", "--samples", "2", "--out", str(tmp_path)]
+    res = runner.invoke(app, [*args, "--shard", "1/2"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "traces-1-of-2.h5").exists() and json.loads((tmp_path / "aie.json").read_text())["n"] > aie["n"]
+    res = runner.invoke(app, [*args, "--shard", "1of2"])
+    assert res.exit_code == 2 and "bad shard '1of2'" in res.output
     res = runner.invoke(app, ["neurons", "toy", "--prompt", PROMPT, "--target", "Dudrenish", "--steps", "5", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)

@@ -90,3 +90,23 @@ def test_corrupt_h5_is_a_clear_error(toy, tmp_path):
     bad.write_bytes(b"not an hdf5 file")
     with pytest.raises(EditkitError, match="is not a readable HDF5 file"):
         trace_dataset(*toy, load_trace_cases("toy", limit=1), bad, **KW)
+
+
+def test_shards_merge_into_the_unsharded_average(toy, tmp_path):
+    cases = load_trace_cases("toy", limit=6)
+    whole = tmp_path / "traces.h5"
+    trace_dataset(*toy, cases, whole, **KW)
+    shards = [tmp_path / f"traces-{i}-of-2.h5" for i in range(2)]
+    for i, path in enumerate(shards):
+        trace_dataset(*toy, cases, path, shard=f"{i}/2", **KW)
+    with h5py.File(shards[1], "r") as f:
+        assert sorted(f["cases"]) == ["000001", "000003", "000005"]  # keys are indices among all cases
+    a, b = average_indirect_effect(whole), average_indirect_effect(shards)
+    assert a.n == b.n >= 5 and all(np.array_equal(a.mean[k], b.mean[k], equal_nan=True) for k in a.kinds)
+    assert average_indirect_effect([whole, *shards]).n == a.n  # a case in two files counts once
+    other = tmp_path / "other.h5"
+    trace_dataset(*toy, cases[:1], other, kinds=["hidden"], samples=2, noise=0.3)
+    with pytest.raises(EditkitError, match="different settings"):
+        average_indirect_effect([whole, other])
+    with pytest.raises(EditkitError, match="bad shard '2/2'"):
+        trace_dataset(*toy, cases, tmp_path / "x.h5", shard="2/2", **KW)

@@ -84,6 +84,9 @@ def trace_dataset_cmd(
     noise: NoiseOpt = "s3",
     samples: SamplesOpt = 10,
     seed: Annotated[int, typer.Option(help="Seed of the noise.")] = 1,
+    shard: Annotated[
+        str, typer.Option(help="Trace shard i of n (every n-th fact), written i/n; the shards in OUT average together.")
+    ] = "0/1",
     device: DeviceOpt = "cpu",
 ) -> None:
     """Average indirect effect over a dataset (the paper's Figure 2); resumes an interrupted run in OUT.
@@ -94,7 +97,7 @@ def trace_dataset_cmd(
     from editkit.locate.run import run_trace_dataset
 
     data = run_trace_dataset(
-        model, dataset, out, limit, kind, device, window=window, noise=noise, samples=samples, seed=seed
+        model, dataset, out, limit, kind, device, shard=shard, window=window, noise=noise, samples=samples, seed=seed
     )
     counts, aie = data["counts"], data["aie"]
     console.print(

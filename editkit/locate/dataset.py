@@ -91,15 +91,20 @@ def trace_dataset(
     seed: int = 1,
     noise_subjects: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    shard: str = "0/1",
 ) -> dict[str, int]:
     """Trace `cases` into the HDF5 file `path`, one group per case, resuming a previous run of the same
     settings. Facts the model gets wrong (top-1 is not the answer's first token) are recorded and skipped,
     as in the paper. The `s3` noise scale is measured on `noise_subjects` (default: the subjects of all
-    `cases`, as ROME measures it on its known facts). Returns counts: {"traced", "skipped_wrong", "resumed"}."""
+    `cases`, as ROME measures it on its known facts). Shard i/n traces every n-th case from the i-th; a
+    case's group is named by its index among all `cases`, so shards merge (`average_indirect_effect`).
+    Returns counts: {"traced", "skipped_wrong", "resumed"}."""
+    from editkit.evaluate.runner import parse_shard
     import h5py
 
     from editkit.tokens import target_ids
 
+    mine, every = parse_shard(shard)
     window = default_window(adapter.n_layers) if window is None else window
     settings = _settings(kinds=list(kinds), window=window, noise=str(noise), samples=samples, seed=seed)
     path = Path(path)
@@ -118,6 +123,8 @@ def trace_dataset(
             del cases_group[name]  # torn by an interruption: redo
         for i, case in enumerate(cases):
             key = f"{i:06d}"
+            if i % every != mine:
+                continue
             if key in cases_group:
                 counts["resumed"] += 1
             else:
@@ -218,21 +225,33 @@ def _ci95(x: np.ndarray) -> np.ndarray:
         return np.where(n > 1, 1.96 * np.sqrt((dev**2).sum(0) / (n - 1)) / np.sqrt(n), np.nan)
 
 
-def average_indirect_effect(path: str | Path) -> AIE:
-    """Indirect effect (restored − corrupted probability) averaged over the traced cases, per bucket and layer."""
+def average_indirect_effect(paths: str | Path | Sequence[str | Path]) -> AIE:
+    """Indirect effect (restored − corrupted probability) averaged over the traced cases, per bucket and layer.
+    Several files (shards of one run: same settings) merge; a case traced in two of them counts once."""
     import h5py
 
-    with h5py.File(path, "r") as f:
-        groups = [g for g in f["cases"].values() if g.attrs.get("correct", False)]
-        if not groups:
-            raise EditkitError(f"{path} has no traced case the model gets right; trace more cases")
-        kinds = [k for k in KINDS if k in groups[0]]
-        per = {
-            k: np.stack([bucket_rows(g[k][()] - g.attrs["corrupted_score"], g.attrs["subject_range"]) for g in groups])
-            for k in kinds
-        }
-        clean = float(np.mean([g.attrs["clean_score"] for g in groups]))
-        corrupted = float(np.mean([g.attrs["corrupted_score"] for g in groups]))
+    paths = [paths] if isinstance(paths, str | Path) else list(paths)
+    cases, settings = {}, {}
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            settings[str(path)] = f.attrs.get("settings")
+            for key, g in f["cases"].items():
+                if g.attrs.get("done", False) and g.attrs.get("correct", False) and key not in cases:
+                    cases[key] = (
+                        {k: g[k][()] for k in KINDS if k in g},
+                        {a: g.attrs[a] for a in ("subject_range", "clean_score", "corrupted_score")},
+                    )
+    if len(set(settings.values())) > 1:
+        raise EditkitError(f"the trace files hold runs with different settings ({settings}); average one run's shards")
+    groups = [cases[k] for k in sorted(cases)]
+    if not groups:
+        raise EditkitError(f"{', '.join(map(str, paths))} hold no traced case the model gets right; trace more cases")
+    kinds = [k for k in KINDS if k in groups[0][0]]
+    per = {
+        k: np.stack([bucket_rows(s[k] - a["corrupted_score"], a["subject_range"]) for s, a in groups]) for k in kinds
+    }
+    clean = float(np.mean([a["clean_score"] for _, a in groups]))
+    corrupted = float(np.mean([a["corrupted_score"] for _, a in groups]))
     mean = {k: np.nanmean(v, axis=0) for k, v in per.items()}
     ci95 = {k: _ci95(v) for k, v in per.items()}
     return AIE(len(groups), kinds, mean, ci95, clean, corrupted)

@@ -63,25 +63,32 @@ def run_trace_dataset(
     kind: str = "all",
     device: str = "cpu",
     progress: bool = True,
+    shard: str = "0/1",
     **trace_kwargs,
 ) -> dict:
     """Trace the first `limit` cases of `dataset` into `out/traces.h5` (resumable; every case of the dataset sets
     the noise scale, as ROME's knowns do), then write the average indirect effect to aie.json and aie.png.
-    Returns the counts, the AIE and the files written."""
+    Shard i/n of n > 1 writes `out/traces-i-of-n.h5`; the average is over every trace file in `out`, so
+    shards run side by side (or in turn) in one directory merge. Returns the counts, the AIE and the files."""
     from editkit.io import atomic_write_text
     from editkit.locate.dataset import average_indirect_effect, load_trace_cases, plot_aie, trace_dataset
     from editkit.models import load_model
     from editkit.progress import progress_bar
 
+    from editkit.evaluate.runner import parse_shard
+
     kinds = trace_kinds(kind)
+    i, n = parse_shard(shard)
     cases = load_trace_cases(dataset)
     m, tok, a = load_model(model, device=device)
+    path = out / ("traces.h5" if n == 1 else f"traces-{i}-of-{n}.h5")
     with progress_bar("trace-dataset", len(cases[:limit]), "facts", progress) as bar:
         counts = trace_dataset(
-            m, tok, a, cases[:limit], out / "traces.h5", kinds=kinds, noise_subjects=[c.subject for c in cases],
-            progress=lambda i, n: bar(i), **trace_kwargs,
+            m, tok, a, cases[:limit], path, kinds=kinds, noise_subjects=[c.subject for c in cases],
+            progress=lambda i, n: bar(i), shard=shard, **trace_kwargs,
         )  # fmt: skip
-    aie = average_indirect_effect(out / "traces.h5")
+    files = sorted(out.glob("traces*.h5"))
+    aie = average_indirect_effect(files)
     atomic_write_text(out / "aie.json", json.dumps(aie.to_json(), indent=1))
     png = plot_aie(aie, out / "aie.png")
-    return {"counts": counts, "aie": aie, "files": [out / "traces.h5", out / "aie.json", png]}
+    return {"counts": counts, "aie": aie, "files": [path, out / "aie.json", png]}
