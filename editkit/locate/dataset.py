@@ -99,9 +99,9 @@ def trace_dataset(
     `cases`, as ROME measures it on its known facts). Shard i/n traces every n-th case from the i-th; a
     case's group is named by its index among all `cases`, so shards merge (`average_indirect_effect`).
     Returns counts: {"traced", "skipped_wrong", "resumed"}."""
-    from editkit.evaluate.runner import parse_shard
     import h5py
 
+    from editkit.evaluate.runner import parse_shard
     from editkit.tokens import target_ids
 
     mine, every = parse_shard(shard)

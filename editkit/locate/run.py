@@ -70,12 +70,11 @@ def run_trace_dataset(
     the noise scale, as ROME's knowns do), then write the average indirect effect to aie.json and aie.png.
     Shard i/n of n > 1 writes `out/traces-i-of-n.h5`; the average is over every trace file in `out`, so
     shards run side by side (or in turn) in one directory merge. Returns the counts, the AIE and the files."""
+    from editkit.evaluate.runner import parse_shard
     from editkit.io import atomic_write_text
     from editkit.locate.dataset import average_indirect_effect, load_trace_cases, plot_aie, trace_dataset
     from editkit.models import load_model
     from editkit.progress import progress_bar
-
-    from editkit.evaluate.runner import parse_shard
 
     kinds = trace_kinds(kind)
     i, n = parse_shard(shard)
