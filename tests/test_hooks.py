@@ -4,9 +4,9 @@ checked in tests/test_conformance.py."""
 import pytest
 import torch
 
-from editkit.hooks import Trace
+from editkit.hooks import FromBlock, Trace
 from editkit.models import BLOCK_KINDS, adapter_for
-from tests.conftest import tiny_model
+from tests.conftest import TINY_CONFIGS, tiny_model
 
 IDS = torch.tensor([[5, 17, 42, 9, 77, 3], [1, 2, 3, 4, 5, 6]])
 
@@ -72,3 +72,20 @@ def test_edit_io_sees_the_input_and_a_trace_without_with_stays_until_closed():
     torch.testing.assert_close(tr[name].output, 2 * (seen[-1] @ module.weight.T))
     patch.close()
     assert torch.equal(model(ids).logits, clean)
+
+
+@pytest.mark.parametrize("family", sorted(TINY_CONFIGS))
+def test_from_block_gives_the_models_own_logits_bit_for_bit(family):
+    model = tiny_model(family)
+    adapter = adapter_for(model)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])  # a padded row, as WISE's batches have
+    want = model(input_ids=IDS, attention_mask=mask).logits
+    for start in range(adapter.n_layers):
+        got = FromBlock(model, adapter, start, input_ids=IDS, attention_mask=mask)
+        assert torch.equal(got.logits(), want), (family, start)
+    # It reruns the blocks from `start` on: a change there shows, as in the model's own pass.
+    last = adapter.n_layers - 1
+    suffix = FromBlock(model, adapter, last, input_ids=IDS, attention_mask=mask)
+    with Trace(model, adapter.name("mlp_out", last), edit_output=lambda y, _: y + 1.0, retain_output=False):
+        assert torch.equal(suffix.logits(), model(input_ids=IDS, attention_mask=mask).logits)
+        assert not torch.equal(suffix.logits(), want)

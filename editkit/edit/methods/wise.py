@@ -47,7 +47,7 @@ from editkit.edit.memory import Memory
 from editkit.edit.registry import Method, register
 from editkit.edit.result import EditResult
 from editkit.errors import EditkitError
-from editkit.hooks import Trace
+from editkit.hooks import FromBlock, Trace
 from editkit.models.adapters import get_module, weight_out_in
 from editkit.requests import EditRequest
 from editkit.tensors import frozen
@@ -172,14 +172,16 @@ def apply_wise(
         memory = Memory(module, KIND, {}, {"memories": [], "edits": 0, "shards": 0, "merges": 0})
     prefixes = context_prefixes(model, tokenizer, hp.context_templates, hp.seed)
     for request in requests:
-        edit_one(model, tokenizer, memory, request, hp, prefixes)
+        edit_one(model, tokenizer, adapter, memory, request, hp, prefixes)
         result.requests.append(request)
     if new:
         result.add_memory(model, memory)
     return result.seal(model)
 
 
-def edit_one(model, tokenizer, memory: Memory, request: EditRequest, hp: WISEHParams, prefixes: list[str]) -> None:
+def edit_one(
+    model, tokenizer, adapter, memory: Memory, request: EditRequest, hp: WISEHParams, prefixes: list[str]
+) -> None:
     """Train the current shard on one request (starting a new shard first, merging after, as due)."""
     t, meta = memory.tensors, memory.meta
     W = weight_out_in(get_module(model, memory.module)).detach().float()
@@ -191,7 +193,7 @@ def edit_one(model, tokenizer, memory: Memory, request: EditRequest, hp: WISEHPa
         meta["shards"] += 1
         meta["memories"].append({"name": name, "threshold": None, "min_act": None})
     route = meta["memories"][-1]
-    tau, act = train_shard(model, tokenizer, memory.module, t[route["name"]], t["mask"], request, hp, prefixes)
+    tau, act = train_shard(model, tokenizer, adapter, t[route["name"]], t["mask"], request, hp, prefixes)
     t[route["name"]] = tau
     route["min_act"] = act if route["min_act"] is None else min(route["min_act"], act)
     route["threshold"] = hp.act_ratio * route["min_act"]
@@ -237,10 +239,13 @@ def rows(tokenizer, request: EditRequest, prefixes: list[str], device):
     return ids.to(device), mask.to(device), lab.to(device), edit.to(device), irrelevant.to(device)
 
 
-def train_shard(model, tokenizer, module: str, tau0, mask, request: EditRequest, hp: WISEHParams, prefixes):
-    """SGD on the shard's W' − W (masked, clamped) for one request; returns it and the rows' mean Δ_edit."""
+def train_shard(model, tokenizer, adapter, tau0, mask, request: EditRequest, hp: WISEHParams, prefixes):
+    """SGD on the shard's W' − W (masked, clamped) for one request; returns it and the rows' mean Δ_edit.
+    The blocks below the side memory's never change their output, so each step runs from its block up."""
     device = next(model.parameters()).device
+    module = adapter.name(hp.module, hp.layers[0])
     ids, attn, labels, edit, irrelevant = rows(tokenizer, request, prefixes, device)
+    suffix = FromBlock(model, adapter, hp.layers[0], input_ids=ids, attention_mask=attn)
     unrelated = irrelevant.any(-1)
     W = weight_out_in(get_module(model, module)).detach().float()
     tau = tau0.detach().clone().requires_grad_(True)
@@ -256,7 +261,7 @@ def train_shard(model, tokenizer, module: str, tau0, mask, request: EditRequest,
 
     with frozen(model), Trace(model, module, retain_output=False, edit_io=side_memory):
         for _ in range(hp.n_iter):
-            logits = model(input_ids=ids, attention_mask=attn).logits.float()
+            logits = suffix.logits().float()
             nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100)
             scores = seen[0].norm(dim=-1)
             d_edit = sequence_scores(scores, edit)
@@ -274,7 +279,7 @@ def train_shard(model, tokenizer, module: str, tau0, mask, request: EditRequest,
             with torch.no_grad():
                 tau.clamp_(-hp.norm_constraint, hp.norm_constraint)
         with torch.no_grad():
-            model(input_ids=ids, attention_mask=attn)
+            suffix.logits()
             act = float(sequence_scores(seen[0].norm(dim=-1), edit).mean())
     tau = tau.detach()
     if not torch.isfinite(tau).all():
