@@ -12,7 +12,8 @@ per protocol and the gap between them written to experiments/README.md with this
 FT-L, ROME, r-ROME and IKE edit each record alone (reverted after it); MEMIT, EMMET and UltraEdit edit
 --batch-size records in one batch; AlphaEdit and the lifelong editors GRACE and WISE edit the records one
 after another, each scored once it is in place with every earlier edit still there. `--eval key=value`
-sets any other field of the runs' EvalConfig. Runs resume: rerun the same command after an interruption;
+sets any other field of the runs' EvalConfig; `--hparams METHOD=FILE` gives one method a hyper-parameter file
+other than its shipped one. Runs resume: rerun the same command after an interruption;
 each run's wall time (summed over its invocations) is kept in its directory's wall.json and shown under the
 table.
 """
@@ -50,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=100, help="MEMIT, EMMET, UltraEdit: edits per batch")
     p.add_argument("--distinct-subjects", action="store_true", help="each subject's first record only")
     p.add_argument("--eval", action="append", default=[], help="another EvalConfig field, key=value")
+    p.add_argument("--hparams", action="append", default=[], help="METHOD=FILE: that method's hparams file")
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs", default="runs/reproduce_counterfact")
     p.add_argument("--no-readme", action="store_true", help="print the table only")
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     dataset = args.dataset or default_dataset(args.model)
     extra = dict(parse_override(e) for e in args.eval)
+    files = dict(parse_hparams(h) for h in args.hparams)
     dirs, walls = [], {}
     for method in args.methods.split(","):
         out = Path(args.runs) / f"{Path(args.model).name}-{method}"
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> str:
         )  # fmt: skip
         print(f"== {method} ({mode}) -> {out}", flush=True)
         t0 = time.perf_counter()
-        run_named(config, out, resume=(out / "config.json").exists(), device=args.device)
+        resume = (out / "config.json").exists()
+        run_named(config, out, resume=resume, device=args.device, hparams_file=files.get(method))
         walls[method] = add_wall(out, time.perf_counter() - t0)
         dirs.append(out)
     rows = merge_runs(dirs)
@@ -84,6 +88,14 @@ def main(argv: list[str] | None = None) -> str:
         command = "python experiments/reproduce_counterfact.py " + " ".join(argv if argv is not None else sys.argv[1:])
         write_readme(table, times, command.strip(), args.model, dataset, args.limit)
     return table
+
+
+def parse_hparams(text: str) -> tuple[str, str]:
+    """'METHOD=FILE' -> (method, file); a method not in METHODS is an error naming them."""
+    method, sep, file = text.partition("=")
+    if not sep or method not in METHODS or not file:
+        raise SystemExit(f"--hparams {text!r}: write METHOD=FILE with METHOD one of {', '.join(METHODS)}")
+    return method, file
 
 
 def add_wall(out: Path, seconds: float) -> float:

@@ -9,7 +9,9 @@ from collections.abc import Sequence
 
 import torch
 
-from editkit.tokens import batch_encode, pad_id
+from editkit.errors import EditkitError
+from editkit.models.cache import SharedPrefix, cache_kwarg, shared_length
+from editkit.tokens import encode, pad_id, pad_rows
 
 # A natural stop: a newline, or a sentence end (. ! ?) followed by whitespace; generation also ends at the
 # end-of-sequence token or after `max_new_tokens` (a sentence end closing the text then counts too).
@@ -64,10 +66,11 @@ class _NaturalStop:
 
 @torch.no_grad()
 def greedy_answers(
-    model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 20, batch_size: int = 64
+    model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 20, batch_size: int = 64, share_prefix: bool = False
 ) -> list[str]:
     """Each prompt's greedy continuation up to its natural stop (see STOP_RULE), `batch_size` prompts per
-    left-padded batch with the KV cache; rows are grouped by length, and the answers do not depend on it."""
+    left-padded batch with the KV cache; rows are grouped by length, and the answers do not depend on it.
+    With `share_prefix`, the tokens every prompt begins with run once and the padding goes after them."""
     from transformers import GenerationConfig, StoppingCriteriaList
 
     device = next(model.parameters()).device
@@ -75,17 +78,29 @@ def greedy_answers(
     config = GenerationConfig(
         do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad_id(tokenizer), eos_token_id=eos
     )
-    order = sorted(range(len(prompts)), key=lambda i: len(tokenizer(prompts[i])["input_ids"]))
+    rows = [encode(tokenizer, p) for p in prompts]
+    empty = [p for p, r in zip(prompts, rows, strict=True) if not r]
+    if empty:
+        raise EditkitError(f"text {empty[0]!r} tokenizes to nothing; pass a non-empty prompt")
+    P = shared_length(rows, min(map(len, rows)) - 1) if share_prefix and rows else 0
+    prefix = SharedPrefix(model, rows[0][:P]) if P else None
+    order = sorted(range(len(prompts)), key=lambda i: len(rows[i]))
     out: list[str] = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        enc = batch_encode(tokenizer, [prompts[i] for i in chunk], padding_side="left")
-        width = enc["input_ids"].shape[1]
+        ids, mask = pad_rows([rows[i][P:] for i in chunk], pad_id(tokenizer), "left")
+        kwargs = {}
+        if prefix:
+            head = torch.tensor([rows[chunk[0]][:P]]).expand(len(chunk), -1)
+            ids, mask = torch.cat([head, ids], 1), prefix.mask(mask)
+            kwargs[cache_kwarg(model)] = prefix.cache(len(chunk))
+        width = ids.shape[1]
         ids = model.generate(
-            input_ids=enc["input_ids"].to(device),
-            attention_mask=enc["attention_mask"].to(device),
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
             generation_config=config,
             stopping_criteria=StoppingCriteriaList([_NaturalStop(tokenizer, width)]),
+            **kwargs,
         )
         for i, row in zip(chunk, ids[:, width:].tolist(), strict=True):
             if eos is not None and eos in row:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from editkit.edit.memory import prompt_positions
+from editkit.models.cache import SharedPrefix, cache_kwarg, shared_length
 from editkit.tokens import batch_encode, encode, pad_id, pad_rows, target_ids
 
 
@@ -35,25 +36,33 @@ def _rows(tokenizer, prompts: list[str], targets: list[str]) -> list[tuple[list[
 
 
 @torch.no_grad()
-def score_targets(model, tokenizer, prompts: list[str], targets: list[str], batch_size: int = 64) -> list[TargetScore]:
+def score_targets(
+    model, tokenizer, prompts: list[str], targets: list[str], batch_size: int = 64, share_prefix: bool = False
+) -> list[TargetScore]:
     """Score `targets[i]` after `prompts[i]` for all i, `batch_size` rows per forward pass.
 
-    Rows are sorted by length so batches pad little; each row is scored at its own positions.
+    Rows are sorted by length so batches pad little; each row is scored at its own positions. With
+    `share_prefix`, the tokens every row begins with (an in-context edit's context) run once, as a KV cache.
     """
     device = next(model.parameters()).device
     rows = _rows(tokenizer, prompts, targets)
+    P = shared_length([h for h, _ in rows], min(len(h) for h, _ in rows) - 1) if share_prefix and rows else 0
+    prefix = SharedPrefix(model, rows[0][0][:P]) if P else None
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
     out: list[TargetScore | None] = [None] * len(rows)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        seqs = [rows[i][0] + rows[i][1] for i in chunk]
-        ids, mask = pad_rows(seqs, pad_id(tokenizer))
-        prompt = torch.arange(ids.shape[1])[None] < torch.tensor([len(rows[i][0]) for i in chunk])[:, None]
+        ids, mask = pad_rows([(rows[i][0] + rows[i][1])[P:] for i in chunk], pad_id(tokenizer))
+        heads = torch.tensor([len(rows[i][0]) for i in chunk])[:, None]
+        prompt = torch.arange(P, P + ids.shape[1])[None] < heads
+        kwargs = {"attention_mask": mask.to(device)}
+        if prefix:
+            kwargs = {"attention_mask": prefix.mask(mask.to(device)), cache_kwarg(model): prefix.cache(len(chunk))}
         with prompt_positions(prompt.to(device)):  # a side memory routing whole sequences decides on the prompt
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            logits = model(input_ids=ids.to(device), **kwargs).logits
         for r, i in enumerate(chunk):
             head, tgt = rows[i]
-            sl = logits[r, len(head) - 1 : len(head) + len(tgt) - 1].float().log_softmax(-1).cpu()
+            sl = logits[r, len(head) - 1 - P : len(head) + len(tgt) - 1 - P].float().log_softmax(-1).cpu()
             lp = sl[torch.arange(len(tgt)), torch.tensor(tgt)]
             out[i] = TargetScore(tuple(tgt), tuple(lp.tolist()), tuple(sl.argmax(-1).tolist()))
     return out

@@ -26,7 +26,8 @@ HEADLINE = {
 class ScoreOptions:
     """How to score: rows per forward pass; generation metrics (GE/RS) on or off, their length and seed;
     the protocols (teacher-forced, generation or both) and the greedy answers' token limit; `context`: the
-    text each prompt is read behind (an in-context edit's demonstrations and new facts; None otherwise)."""
+    text each prompt is read behind (an in-context edit's demonstrations and new facts; None otherwise),
+    whose tokens the prompts share are run once (a KV cache) rather than once per prompt."""
 
     batch_size: int = 64
     generation: bool = True
@@ -102,7 +103,8 @@ def evaluate_many(
     """(metrics, predictions) of each record on the model as it is now; all their rows scored together."""
     per = [rows(r) for r in records]
     flat = [row for rs in per for row in rs]
-    scores = score_targets(model, tok, opts.prompts(p for p, _ in flat), [t for _, t in flat], opts.batch_size)
+    prompts, targets = opts.prompts(p for p, _ in flat), [t for _, t in flat]
+    scores = score_targets(model, tok, prompts, targets, opts.batch_size, share_prefix=opts.context is not None)
     out, at = [], 0
     for r, rs, pre in zip(records, per, pres, strict=True):
         s, at = scores[at : at + len(rs)], at + len(rs)
@@ -210,7 +212,8 @@ def generate_many(model, tok, records: list[Record], opts: ScoreOptions, pres: l
     normalisation) from before the edit."""
     groups = [generation_groups(r) for r in records]
     flat = [row for g in groups for rows in g.values() for row in rows]
-    answers = iter(greedy_answers(model, tok, opts.prompts(p for p, _ in flat), opts.max_new_tokens, opts.batch_size))
+    prompts = opts.prompts(p for p, _ in flat)
+    answers = iter(greedy_answers(model, tok, prompts, opts.max_new_tokens, opts.batch_size, opts.context is not None))
     out = []
     for g, pre in zip(groups, pres, strict=True):
         metrics, texts = {}, {}
